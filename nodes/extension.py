@@ -1,0 +1,11 @@
+"""The pack's V3 extension: the list of nodes ComfyUI registers."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .apply import NASAApply
+
+
+class NASAExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [NASAApply]

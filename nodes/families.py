@@ -1,0 +1,24 @@
+"""Which adapter serves a model. Each family module offers: NAME, DEFAULT_SCALES, matches(diffusion_model),
+cross_attention_layers(diffusion_model) -> {key: layer}, context_width(layers), install(patcher, patch, keys)."""
+from __future__ import annotations
+
+from . import unet
+
+FAMILIES = (unet,)
+
+
+def family_of(patcher):
+    """The adapter for the model inside ``patcher``, or a ValueError naming the model and the supported families."""
+    diffusion_model = patcher.get_model_object("diffusion_model")
+    for family in FAMILIES:
+        if family.matches(diffusion_model) and family.cross_attention_layers(diffusion_model):
+            return family
+    config = type(getattr(patcher.model, "model_config", None)).__name__
+    supported = "; ".join(f.NAME for f in FAMILIES)
+    raise ValueError(f"NASA Apply needs a model with text cross-attention; this one is {config} "
+                     f"({type(diffusion_model).__module__}.{type(diffusion_model).__name__}), which is not "
+                     f"supported yet. Supported: {supported}.")
+
+
+def model_name(patcher) -> str:
+    return type(getattr(patcher.model, "model_config", None)).__name__

@@ -1,0 +1,106 @@
+"""What one NASA Apply node installs on its model clone, and the per-call state it hands to the attention patches.
+
+Two host patch points, both owned by the clone (so undone with it, and never seen by another prompt):
+- an APPLY_MODEL wrapper that, once per model call, decides whether NASA is on (sigma window, which rows are
+  the positive), casts the negative to the call's device and dtype once, and puts that per-call state into the
+  call's own ``transformer_options`` under this patch's id;
+- one attention replace per selected block that computes Z+ as the host (or the patch it found installed) would,
+  then subtracts alpha * Z- on the positive rows (``nasa_core``).
+State never outlives the call: nothing is cached between calls, prompts or clones.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+import comfy.ldm.modules.attention as host_attention
+import comfy.model_management
+
+from ..nasa_core import mean_negative, negative_attention, positive_rows, steer
+from .negative import Negative
+
+STATE_KEY = "nasa"  # transformer_options[STATE_KEY][patch id] -> CallState
+
+
+@dataclass
+class CallState:
+    """One model call's NASA inputs: the negatives on the call's device/dtype, the rows to steer, the layers."""
+    alpha: float
+    negatives: List[torch.Tensor]
+    weights: List[float]
+    rows: Optional[torch.Tensor]
+    layers: Dict[tuple, torch.nn.Module]
+
+
+def host_kernel(extra_options: dict) -> Callable:
+    """The user's attention back end (xformers/sage/flash/pytorch, or another pack's override), host convention."""
+    def kernel(q, k, v, heads, mask=None):
+        fn = host_attention.optimized_attention if mask is None else host_attention.optimized_attention_masked
+        kwargs = {} if mask is None else {"mask": mask}
+        return fn(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
+                  transformer_options=extra_options, **kwargs)
+    return kernel
+
+
+class NASAPatch:
+    """The state of one NASA Apply: its negative, alpha, sigma window and a way to find the model's layers."""
+
+    def __init__(self, negatives: List[Negative], alpha: float, sigma_start: float, sigma_end: float,
+                 find_layers: Callable[[torch.nn.Module], Dict[tuple, torch.nn.Module]]):
+        self.uid = uuid.uuid4().hex
+        self.negatives = negatives
+        self.alpha = float(alpha)
+        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self.find_layers = find_layers
+
+    def in_window(self, sigmas: torch.Tensor) -> bool:
+        sigma = float(sigmas.reshape(-1)[0])
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
+                            transformer_options={}, **kwargs):
+        rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], device=x.device)
+        if (rows is not None and rows.numel() == 0) or not self.in_window(transformer_options.get("sigmas", t)):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        base_model = executor.class_obj
+        dtype = base_model.get_dtype_inference()
+        state = CallState(
+            alpha=self.alpha,
+            negatives=[comfy.model_management.cast_to_device(n.tokens, x.device, dtype) for n in self.negatives],
+            weights=[n.weight for n in self.negatives],
+            rows=rows,
+            layers=self.find_layers(base_model.diffusion_model),
+        )
+        # A new dict for this call only: the sampler's transformer_options are shared by later calls.
+        options = dict(transformer_options)
+        options[STATE_KEY] = {**transformer_options.get(STATE_KEY, {}), self.uid: state}
+        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+
+    def cross_attention(self, key: tuple, previous: Optional[Callable]) -> Callable:
+        """An attn2 replace for block ``key``: Z+ as before (calling ``previous`` if another patch was there),
+        then Z = Z+ - alpha * Z- on the positive rows (paper Eq. 6). to_out runs after, in the host block."""
+        uid = self.uid
+
+        def attn2_replace(q, k, v, extra_options):
+            if previous is not None:
+                z_pos = previous(q, k, v, extra_options)
+            else:
+                z_pos = host_kernel(extra_options)(q, k, v, extra_options["n_heads"])
+            state = extra_options.get(STATE_KEY, {}).get(uid)
+            if state is None:
+                return z_pos
+            return steer_layer(state, state.layers[key], q, z_pos, extra_options)
+
+        return attn2_replace
+
+
+def steer_layer(state: CallState, layer: torch.nn.Module, q: torch.Tensor, z_pos: torch.Tensor,
+                extra_options: dict) -> torch.Tensor:
+    """K- = c- W_k, V- = c- W_v with the layer's own projections, Z- per entry, then Z+ - alpha * mean(Z-)."""
+    kernel = host_kernel(extra_options)
+    z_negs = [negative_attention(q, layer.to_k(c), layer.to_v(c), layer.heads, rows=state.rows, attention=kernel)
+              for c in state.negatives]
+    return steer(z_pos, mean_negative(z_negs, state.weights), state.alpha, state.rows)
