@@ -64,3 +64,18 @@ def text(family: str, tokens: int = 77, seed: int = 1, batch: int = 1) -> list:
     if family == "sdxl":
         options["pooled_output"] = torch.randn(batch, 1280, generator=g)
     return [[torch.randn(batch, tokens, WIDTH[family], generator=g), options]]
+
+
+def tiny_flux(seed: int = 0):
+    """A tiny FLUX.1-schnell-shaped model (joint attention, no cross-attention), from ComfyUI's Flux classes."""
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+
+    cfg = {"image_model": "flux", "guidance_embed": False, "in_channels": 16, "out_channels": 16,
+           "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 4,
+           "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2,
+           "qkv_bias": True, "txt_ids_dims": []}
+    model_config = sm.FluxSchnell(cfg)
+    model = model_config.get_model({})
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))

@@ -1,0 +1,131 @@
+"""What users rely on: scale 0 is the plain model, the input model is untouched, only positive rows are steered,
+the cfg=1 single pass stays, batches work, runs repeat bit for bit, nothing leaks between prompts, and NASA
+composes with patches installed before it (attention replace, LoRA)."""
+import copy
+
+import pytest
+import torch
+
+import tiny
+from reference import nasa_reference
+from sampling import chunk, recording, sample
+
+from nasa_pack.nodes.apply import apply_nasa
+
+
+@pytest.fixture(scope="module")
+def sd15():
+    model = tiny.tiny_model("sd15")
+    return model, tiny.text("sd15", 77, seed=1), tiny.text("sd15", 154, seed=2)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd2", "sdxl"])
+def test_scale_zero_is_bit_identical_and_input_untouched(family):
+    model = tiny.tiny_model(family)
+    pos, neg = tiny.text(family, 77, seed=1), tiny.text(family, 77, seed=2)
+    options_before = copy.deepcopy(model.model_options)
+    wrappers_before = copy.deepcopy(model.wrappers)
+    plain = sample(model, pos, neg, steps=2)
+    assert torch.equal(sample(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
+    patched = apply_nasa(model, neg, 0.7)
+    assert not torch.equal(sample(patched, pos, neg, steps=2), plain)
+    # The input patcher gained nothing, and still samples exactly as before.
+    assert model.model_options == options_before and model.wrappers == wrappers_before
+    assert torch.equal(sample(model, pos, neg, steps=2), plain)
+
+
+def test_cfg_above_one_leaves_unconditional_rows_bit_identical(sd15):
+    model, pos, neg = sd15
+    uncond = tiny.text("sd15", 77, seed=3)
+    plain, plain_calls = recording(model)
+    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
+    sample(plain, pos, uncond, cfg=4.0, batch=2)
+    sample(nasa, pos, uncond, cfg=4.0, batch=2)
+    (order, out_plain), (order2, out_nasa) = plain_calls[0], nasa_calls[0]
+    assert sorted(order) == [0, 1] and order == order2  # cond and uncond ran batched in one call
+    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
+    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+
+
+def test_cfg_one_keeps_the_single_pass(sd15):
+    model, pos, neg = sd15
+    nasa, calls = recording(apply_nasa(model, neg, 0.5))
+    sample(nasa, pos, neg, cfg=1.0, steps=3)
+    assert [order for order, _ in calls] == [[0], [0], [0]]
+
+
+def test_batch_of_images_matches_each_image_alone(sd15):
+    model, pos, neg = sd15
+    patched = apply_nasa(model, neg, 0.5)
+    batch = sample(patched, pos, neg, batch=3)
+    with nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
+        expected = sample(model, pos, neg, batch=3)
+    assert (batch - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(sd15):
+    model, pos, neg = sd15
+    other = tiny.text("sd15", 77, seed=9)
+    first = sample(apply_nasa(model, neg, 0.5), pos, neg)
+    second = sample(apply_nasa(model, other, 0.5), pos, other)
+    again = sample(apply_nasa(model, neg, 0.5), pos, neg)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+    assert torch.equal(sample(model, pos, neg), sample(apply_nasa(model, neg, 0.0), pos, neg))
+
+
+def test_attention_replace_installed_before_is_still_called(sd15):
+    import comfy.ldm.modules.attention as attention
+
+    model, pos, neg = sd15
+    called = []
+
+    def half_attention(q, k, v, extra_options):  # another pack's attn2 replace: halves the attention output
+        called.append(extra_options["block"])
+        return 0.5 * attention.optimized_attention(q, k, v, extra_options["n_heads"])
+
+    other = model.clone()
+    other.set_model_attn2_replace(half_attention, "input", 1)  # a (group, number) key, as many packs use
+    other.set_model_attn2_replace(half_attention, "middle", 0, 0)
+    patched = sample(apply_nasa(other, neg, 0.5), pos, neg)
+    assert ("input", 1) in called and ("middle", 0) in called
+    with nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])], blocks={("input", 1, 0), ("middle", 0, 0)},
+                        z_pos_scale=0.5), nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])],
+                                                         blocks={k for k in _keys(model)} - {("input", 1, 0), ("middle", 0, 0)}):
+        expected = sample(model, pos, neg)
+    assert (patched - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def _keys(model):
+    from nasa_pack.nodes.unet import cross_attention_layers
+
+    return cross_attention_layers(model.model.diffusion_model).keys()
+
+
+def test_lora_patched_model_uses_the_lora_weights_in_nasa(sd15):
+    import comfy.lora
+    import comfy.sd
+
+    model, pos, neg = sd15
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    g = torch.Generator().manual_seed(5)
+    lora = {}
+    for name, layer in _layers(model).items():
+        for proj in ("to_k", "to_v"):
+            w = getattr(layer, proj).weight
+            prefix = next(k for k, v in key_map.items() if v == f"diffusion_model.{name}.{proj}.weight"
+                          and k.startswith("lora_unet_"))
+            lora[f"{prefix}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.5
+            lora[f"{prefix}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.5
+    with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)
+    patched = sample(apply_nasa(with_lora, neg, 0.5), pos, neg)
+    with nasa_reference(with_lora, [(0.5, [(neg[0][0], 1.0)])]):
+        expected = sample(with_lora, pos, neg)  # the hooks read the weights the LoRA patched in
+    assert (patched - expected).abs().max() <= 1e-4 * expected.abs().max()
+    without_lora = sample(apply_nasa(model, neg, 0.5), pos, neg)
+    assert (without_lora - patched).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def _layers(model):
+    dm = model.model.diffusion_model
+    return {name: m for name, m in dm.named_modules() if name.endswith(".attn2")}
