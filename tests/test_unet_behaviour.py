@@ -129,3 +129,35 @@ def test_lora_patched_model_uses_the_lora_weights_in_nasa(sd15):
 def _layers(model):
     dm = model.model.diffusion_model
     return {name: m for name, m in dm.named_modules() if name.endswith(".attn2")}
+
+
+def test_weights_cast_per_layer_at_run_time():
+    """fp16 weights computed in fp32 by comfy.ops' manual cast, the mechanism of low-VRAM offloading."""
+    import comfy.ops
+
+    model = tiny.tiny_model("sd15", dtype=torch.float16, compute_dtype=torch.float32)
+    assert isinstance(model.model.diffusion_model.middle_block[1].transformer_blocks[0].attn2.to_k,
+                      comfy.ops.manual_cast.Linear)
+    pos, neg = tiny.text("sd15", 77, seed=1), tiny.text("sd15", 77, seed=2)
+    patched = sample(apply_nasa(model, neg, 0.5), pos, neg)
+    with nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
+        expected = sample(model, pos, neg)
+    assert (patched - expected).abs().max() <= 1e-3 * expected.abs().max()
+    assert (patched - sample(model, pos, neg)).abs().max() > 30 * (patched - expected).abs().max()
+
+
+def test_negative_branch_uses_the_users_attention_backend(sd15):
+    """An optimized_attention_override (how sage/flash packs switch kernels) also runs NASA's Z- attention."""
+    model, pos, neg = sd15
+    seen = []
+
+    def override(func, *args, **kwargs):
+        seen.append(args[1].shape[1])  # key length: 77 for the positive, 154 for this negative
+        return func(*args, **kwargs)
+
+    m = model.clone()
+    m.model_options["transformer_options"]["optimized_attention_override"] = override
+    plain = sample(m, pos, neg)
+    patched = sample(apply_nasa(m, neg, 0.5), pos, neg)
+    assert 154 in seen and seen.count(154) == 7  # one Z- per cross-attention block of the tiny model
+    assert not torch.equal(plain, patched)

@@ -41,8 +41,9 @@ def init_weights(module: torch.nn.Module, seed: int, std: float = 0.05) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
-def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A ModelPatcher around a tiny ``family`` model on the CPU."""
+def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32, compute_dtype=None):
+    """A ModelPatcher around a tiny ``family`` model on the CPU. ``compute_dtype`` stores weights in ``dtype`` and
+    casts them per layer at run time (comfy.ops manual_cast: the path low-VRAM offloading and fp8 files take)."""
     import comfy.model_patcher
     import comfy.supported_models as sm
 
@@ -50,7 +51,7 @@ def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32):
     cfg = dict(_COMMON, **overrides)
     model_config = getattr(sm, cls_name)(cfg)
     model_config.unet_config.update({k: overrides[k] for k in ("num_heads", "num_head_channels")})
-    model_config.set_inference_dtype(dtype, None)
+    model_config.set_inference_dtype(dtype, compute_dtype)
     model = model_config.get_model({})
     model.diffusion_model.to(dtype)
     init_weights(model.diffusion_model, seed)
