@@ -4,6 +4,9 @@ Only the V3 entry point lives here, and it imports the nodes lazily, so that thi
 ComfyUI (pytest imports it; so do tools that read the pack).
 """
 
+# The frontend shows web/docs/<NodeId>.md in its node help panel.
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint():
     from .nodes.extension import NASAExtension
