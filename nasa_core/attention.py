@@ -39,8 +39,8 @@ def steer(z_pos: torch.Tensor, z_neg: torch.Tensor, alpha: float,
     this), and rows that are not selected (for example CFG's unconditional rows) come back bit-identical.
     """
     if rows is None:
-        return z_pos - alpha * z_neg
-    steered = z_pos.index_select(0, rows) - alpha * z_neg
+        return torch.add(z_pos, z_neg, alpha=-alpha)  # one fused pass, one new tensor
+    steered = torch.add(z_pos.index_select(0, rows), z_neg, alpha=-alpha)
     return z_pos.index_put((rows,), steered)
 
 
