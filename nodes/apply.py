@@ -71,14 +71,15 @@ def apply_nasa(model, negative, scale: float, start_percent: float = 0.0, end_pe
         raise ValueError(f"start_percent {start_percent} and end_percent {end_percent} must satisfy "
                          f"0 <= start_percent <= end_percent <= 1")
     family = family_of(model)
-    layers = family.cross_attention_layers(model.get_model_object("diffusion_model"))
+    diffusion_model = model.get_model_object("diffusion_model")
+    layers = family.cross_attention_layers(diffusion_model)
     keys = block_selector.select(blocks, layers)
-    negatives = read_negative(negative, family.context_width(layers), model_name(model))
+    negatives = read_negative(negative, family.context_width(diffusion_model, layers), model_name(model))
     if scale == 0:
         return model.clone()
     sampling = model.get_model_object("model_sampling")
     patch = NASAPatch(negatives, scale, sampling.percent_to_sigma(start_percent),
-                      sampling.percent_to_sigma(end_percent), family.cross_attention_layers)
+                      sampling.percent_to_sigma(end_percent), family.cross_attention_layers, family.prepare_text)
     m = model.clone()
     family.install(m, patch, keys)
     m.add_wrapper_with_key("apply_model", f"nasa_{patch.uid}", patch.apply_model_wrapper)

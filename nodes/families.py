@@ -1,10 +1,12 @@
 """Which adapter serves a model. Each family module offers: NAME, DEFAULT_SCALES, matches(diffusion_model),
-cross_attention_layers(diffusion_model) -> {key: layer}, context_width(layers), install(patcher, patch, keys)."""
+cross_attention_layers(diffusion_model) -> {key: layer}, context_width(diffusion_model, layers) (the text width the
+negative must have), prepare_text(diffusion_model, tokens) (the model's own text path, run on the negative once per
+model call), install(patcher, patch, keys)."""
 from __future__ import annotations
 
-from . import unet
+from . import pixart, unet, wan
 
-FAMILIES = (unet,)
+FAMILIES = (unet, wan, pixart)
 
 
 def family_of(patcher):

@@ -2,17 +2,20 @@
 
 Two host patch points, both owned by the clone (so undone with it, and never seen by another prompt):
 - an APPLY_MODEL wrapper that, once per model call, decides whether NASA is on (sigma window, which rows are
-  the positive), casts the negative to the call's device and dtype once, and puts that per-call state into the
-  call's own ``transformer_options`` under this patch's id;
-- one attention replace per selected block that computes Z+ as the host (or the patch it found installed) would,
-  then subtracts alpha * Z- on the positive rows (``nasa_core``).
+  the positive), casts the negative to the call's device and dtype once, passes it through the model's own text
+  path once (the family's ``prepare_text``: Wan ``text_embedding``, PixArt ``y_embedder``; identity for the UNet),
+  and puts that per-call state into the call's own ``transformer_options`` under this patch's id (and, for layers
+  that never receive ``transformer_options``, into a context variable that is reset when the call returns);
+- a per-layer patch installed by the family adapter (UNet: attn2 replace; DiTs: an object patch of the layer's
+  forward on the clone) that computes Z+ as the host would, then subtracts alpha * Z- on the positive rows.
 State never outlives the call: nothing is cached between calls, prompts or clones.
 """
 from __future__ import annotations
 
+import contextvars
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
@@ -23,6 +26,14 @@ from ..nasa_core import mean_negative, negative_attention, positive_rows, steer
 from .negative import Negative
 
 STATE_KEY = "nasa"  # transformer_options[STATE_KEY][patch id] -> CallState
+# The same {patch id: CallState} for the duration of one model call, for layers the host calls without
+# transformer_options (PixArt's cross-attention). Empty outside a call.
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("nasa_call_states", default={})
+
+
+def active_states() -> dict:
+    """{patch id: CallState} of the model call running now (empty outside a NASA call)."""
+    return _ACTIVE.get()
 
 
 @dataclass
@@ -45,16 +56,22 @@ def host_kernel(extra_options: dict) -> Callable:
     return kernel
 
 
+def _identity_text(diffusion_model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    return tokens
+
+
 class NASAPatch:
     """The state of one NASA Apply: its negative, alpha, sigma window and a way to find the model's layers."""
 
     def __init__(self, negatives: List[Negative], alpha: float, sigma_start: float, sigma_end: float,
-                 find_layers: Callable[[torch.nn.Module], Dict[tuple, torch.nn.Module]]):
+                 find_layers: Callable[[torch.nn.Module], Dict[tuple, torch.nn.Module]],
+                 prepare_text: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = _identity_text):
         self.uid = uuid.uuid4().hex
         self.negatives = negatives
         self.alpha = float(alpha)
         self.sigma_start, self.sigma_end = sigma_start, sigma_end
         self.find_layers = find_layers
+        self.prepare_text = prepare_text  # the model's own text path, run on the negative once per call
 
     def in_window(self, sigmas: torch.Tensor) -> bool:
         sigma = float(sigmas.reshape(-1)[0])
@@ -67,17 +84,23 @@ class NASAPatch:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         base_model = executor.class_obj
         dtype = base_model.get_dtype_inference()
+        dm = base_model.diffusion_model
         state = CallState(
             alpha=self.alpha,
-            negatives=[comfy.model_management.cast_to_device(n.tokens, x.device, dtype) for n in self.negatives],
+            negatives=[self.prepare_text(dm, comfy.model_management.cast_to_device(n.tokens, x.device, dtype))
+                       for n in self.negatives],
             weights=[n.weight for n in self.negatives],
             rows=rows,
-            layers=self.find_layers(base_model.diffusion_model),
+            layers=self.find_layers(dm),
         )
         # A new dict for this call only: the sampler's transformer_options are shared by later calls.
         options = dict(transformer_options)
         options[STATE_KEY] = {**transformer_options.get(STATE_KEY, {}), self.uid: state}
-        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+        token = _ACTIVE.set(options[STATE_KEY])
+        try:
+            return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+        finally:
+            _ACTIVE.reset(token)
 
     def cross_attention(self, key: tuple, previous: Optional[Callable]) -> Callable:
         """An attn2 replace for block ``key``: Z+ as before (calling ``previous`` if another patch was there),
@@ -100,7 +123,19 @@ class NASAPatch:
 def steer_layer(state: CallState, layer: torch.nn.Module, q: torch.Tensor, z_pos: torch.Tensor,
                 extra_options: dict) -> torch.Tensor:
     """K- = c- W_k, V- = c- W_v with the layer's own projections, Z- per entry, then Z+ - alpha * mean(Z-)."""
-    kernel = host_kernel(extra_options)
-    z_negs = [negative_attention(q, layer.to_k(c), layer.to_v(c), layer.heads, rows=state.rows, attention=kernel)
-              for c in state.negatives]
-    return steer(z_pos, mean_negative(z_negs, state.weights), state.alpha, state.rows)
+    return steer_states([state], q, z_pos, layer.heads, lambda c: (layer.to_k(c), layer.to_v(c)),
+                        host_kernel(extra_options))
+
+
+def steer_states(states: Iterable[CallState], q: torch.Tensor, z_pos: torch.Tensor, heads: int,
+                 project: Callable[[torch.Tensor], tuple], kernel: Callable) -> torch.Tensor:
+    """Z = Z+ - alpha * mean_i Z-_i (Eq. 6) for each NASA state in turn, Z-_i = softmax(Q K-_i^T/sqrt d) V-_i (Eq. 5).
+
+    ``project(c)`` gives (K-, V-) of negative text ``c`` with the layer's own projections (and key norm); each
+    negative keeps its own token count. Only the state's positive rows change."""
+    z = z_pos
+    for state in states:
+        z_negs = [negative_attention(q, *project(c), heads, rows=state.rows, attention=kernel)
+                  for c in state.negatives]
+        z = steer(z, mean_negative(z_negs, state.weights), state.alpha, state.rows)
+    return z

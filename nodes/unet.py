@@ -39,8 +39,13 @@ def cross_attention_layers(diffusion_model: UNetModel) -> Dict[tuple, torch.nn.M
     return layers
 
 
-def context_width(layers: Dict[tuple, torch.nn.Module]) -> int:
+def context_width(diffusion_model: UNetModel, layers: Dict[tuple, torch.nn.Module]) -> int:
     return next(iter(layers.values())).to_k.in_features
+
+
+def prepare_text(diffusion_model: UNetModel, tokens: torch.Tensor) -> torch.Tensor:
+    """The UNet's cross-attention takes the text encoder's features as they are (no text path in the model)."""
+    return tokens
 
 
 def install(patcher, patch, keys) -> None:

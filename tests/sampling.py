@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 
 
-def sample(model, positive, negative, cfg=1.0, steps=1, batch=1, seed=0, size=8, sampler="euler"):
+def sample(model, positive, negative, cfg=1.0, steps=1, batch=1, seed=0, size=8, sampler="euler", shape=None):
+    """``shape``: the latent's shape without the batch (default 4 x size x size; Wan: (16, T, H, W))."""
     import comfy.sample
 
+    shape = tuple(shape) if shape is not None else (4, size, size)
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(batch, 4, size, size, generator=g)
-    latent = torch.zeros(batch, 4, size, size)
+    noise = torch.randn(batch, *shape, generator=g)
+    latent = torch.zeros(batch, *shape)
     return comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", positive, negative, latent,
                                seed=seed, disable_pbar=True)
 

@@ -80,3 +80,61 @@ def tiny_flux(seed: int = 0):
     model = model_config.get_model({})
     init_weights(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def _patcher(model):
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+# Wan 2.1 T2V in miniature: dim 32, 2 heads of 16 (rope axes 8/4/4), the real 4096-wide umt5 text input.
+WAN = {"image_model": "wan2.1", "model_type": "t2v", "dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 3,
+       "in_dim": 16, "out_dim": 16, "text_dim": 4096, "freq_dim": 256, "patch_size": (1, 2, 2),
+       "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
+WAN_LATENT = (16, 2, 4, 4)  # (channels, frames, height, width) of a Wan 2.1 video latent, per batch item
+
+
+def tiny_wan(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+    """A tiny Wan 2.1 model (``comfy.supported_models.WAN21_T2V``, or WAN21_I2V with model_type 'i2v')."""
+    import comfy.supported_models as sm
+
+    cfg = dict(WAN, **overrides)
+    model_config = (sm.WAN21_I2V if cfg["model_type"] == "i2v" else sm.WAN21_T2V)(cfg)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({})
+    model.diffusion_model.to(dtype)
+    init_weights(model.diffusion_model, seed, std=0.1)
+    return _patcher(model)
+
+
+def wan_text(real_tokens: int = 7, total: int = 512, seed: int = 1, batch: int = 1) -> list:
+    """A Wan CONDITIONING as the host's umt5 encoder makes it: ``real_tokens`` features, zeros up to ``total``."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.zeros(batch, max(total, real_tokens), 4096)
+    t[:, :real_tokens] = torch.randn(batch, real_tokens, 4096, generator=g)
+    return [[t, {}]]
+
+
+# PixArt in miniature: hidden 48 (3 heads of 16; micro-conditioning needs hidden % 3 == 0), the real 4096-wide T5.
+PIXART = {"num_heads": 3, "patch_size": 2, "hidden_size": 48, "in_channels": 4, "depth": 3, "mlp_ratio": 2.0,
+          "model_max_length": 120, "caption_channels": 4096}
+
+
+def tiny_pixart(seed: int = 0, sigma: bool = False, dtype: torch.dtype = torch.float32):
+    """A tiny PixArt-alpha (micro-conditioned) or PixArt-sigma model from ``comfy.supported_models``."""
+    import comfy.supported_models as sm
+
+    cfg = dict(PIXART, image_model="pixart_sigma" if sigma else "pixart_alpha", micro_condition=not sigma)
+    model_config = (sm.PixArtSigma if sigma else sm.PixArtAlpha)(cfg)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({})
+    model.diffusion_model.to(dtype)
+    init_weights(model.diffusion_model, seed, std=0.1)
+    return _patcher(model)
+
+
+def t5_text(tokens: int = 9, seed: int = 1, batch: int = 1) -> list:
+    """A PixArt CONDITIONING as the host's T5 encoder makes it: the prompt's own token count, no padding."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, 4096, generator=g), {}]]

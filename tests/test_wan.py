@@ -1,0 +1,185 @@
+"""NASA Apply on a tiny Wan 2.1 T2V model (ComfyUI's own WAN21_T2V classes, 5-D video latent) equals the paper's
+math computed by hand in float64, and keeps every promise of the UNet adapter (scale 0, cfg rows, batches, repeat).
+
+The reference hooks the *unpatched* model's ``WanT2VCrossAttention`` layers with torch forward hooks: it redoes
+q/k RMSNorm, per-head softmax attention, the negative's ``text_embedding`` and the output projection by hand and
+replaces the layer output on the positive rows by o(Z+ - sum_i alpha_i Z-_i) (paper Eq. 4-6)."""
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny
+from reference import naive_attention
+from sampling import chunk, recording, sample
+
+from nasa_pack.nodes.apply import apply_nasa
+
+SHAPE = tiny.WAN_LATENT
+
+
+def run(model, pos, neg, **kw):
+    return sample(model, pos, neg, shape=SHAPE, **kw)
+
+
+def lin(linear, t):
+    out = t.double() @ linear.weight.double().T
+    return out if linear.bias is None else out + linear.bias.double()
+
+
+def rms(norm, t):
+    return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight.double()
+
+
+def embed(dm, tokens):
+    """Wan's text_embedding (Linear, GELU tanh, Linear) by hand."""
+    te = dm.text_embedding
+    return lin(te[2], F.gelu(lin(te[0], tokens), approximate="tanh"))
+
+
+@contextlib.contextmanager
+def wan_reference(model, negatives, blocks=None):
+    """negatives: [(alpha, [(tokens, weight), ...]), ...]; blocks: block numbers to steer (None = all)."""
+    dm = model.model.diffusion_model
+
+    def hook(layer, args, kwargs, output):
+        x, context = args[0], args[1]
+        chunks = kwargs["transformer_options"].get("cond_or_uncond") or [0]
+        per = x.shape[0] // len(chunks)
+        rows = [i * per + j for i, c in enumerate(chunks) if c == 0 for j in range(per)]
+        if not rows:
+            return output
+        q = rms(layer.norm_q, lin(layer.q, x[rows]))
+        z = naive_attention(q, rms(layer.norm_k, lin(layer.k, context[rows])), lin(layer.v, context[rows]),
+                            layer.num_heads)
+        for alpha, entries in negatives:
+            total = sum(w for _, w in entries)
+            for tokens, w in entries:
+                c = embed(dm, tokens.to(x.dtype)).expand(len(rows), -1, -1)
+                zn = naive_attention(q, rms(layer.norm_k, lin(layer.k, c)), lin(layer.v, c), layer.num_heads)
+                z = z - alpha * (w / total) * zn
+        output = output.clone()
+        output[rows] = lin(layer.o, z).to(output.dtype)
+        return output
+
+    handles = [b.cross_attn.register_forward_hook(hook, with_kwargs=True) for i, b in enumerate(dm.blocks)
+               if blocks is None or i in blocks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def close(a, b, rel=1e-4):
+    return (a - b).abs().max().item() <= rel * b.abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return tiny.tiny_wan(), tiny.wan_text(7, seed=1), tiny.wan_text(12, seed=2)
+
+
+def test_scale_zero_is_bit_identical_and_input_untouched(wan):
+    model, pos, neg = wan
+    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
+    plain = run(model, pos, neg, steps=2)
+    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
+    assert not torch.equal(run(apply_nasa(model, neg, 0.7), pos, neg, steps=2), plain)
+    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
+    assert torch.equal(run(model, pos, neg, steps=2), plain)
+
+
+# (alpha, positive real/total tokens, negative real/total tokens): the host's umt5 pads to 512 with zeros; a
+# prompt past 512 tokens is longer. The negative keeps its own length and zero padding (shorter/longer/equal).
+@pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, (7, 512), (12, 512)), (1.0, (20, 512), (5, 77)),
+                                                   (2.0, (9, 77), (600, 600))])
+def test_matches_hand_computed_nasa(alpha, pos_len, neg_len):
+    model = tiny.tiny_wan(seed=3)
+    pos, neg = tiny.wan_text(*pos_len, seed=1), tiny.wan_text(*neg_len, seed=2)
+    plain = run(model, pos, neg, steps=2)
+    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
+    with wan_reference(model, [(alpha, [(neg[0][0], 1.0)])]):
+        expected = run(model, pos, neg, steps=2)
+    assert close(patched, expected)
+    # The check can fail: NASA moved the result far more than the tolerance.
+    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def test_cfg_above_one_leaves_unconditional_rows_bit_identical(wan):
+    model, pos, neg = wan
+    uncond = tiny.wan_text(4, seed=3)
+    plain, plain_calls = recording(model)
+    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
+    ref, ref_calls = recording(model)
+    run(plain, pos, uncond, cfg=4.0, batch=2)
+    run(nasa, pos, uncond, cfg=4.0, batch=2)
+    with wan_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
+        run(ref, pos, uncond, cfg=4.0, batch=2)
+    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
+    assert sorted(order) == [0, 1] and order == order2  # cond and uncond ran batched in one call
+    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
+    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+
+
+def test_batch_blocks_and_two_nodes_follow_the_reference(wan):
+    model, pos, neg = wan
+    other = tiny.wan_text(30, seed=4, total=512)
+    patched = run(apply_nasa(apply_nasa(model, neg, 0.5, blocks="blocks.0-1"), other, 0.3), pos, neg, batch=3)
+    # blocks 0-1 get both negatives (Z+ - 0.5 Z-_1 - 0.3 Z-_2), block 2 only the second node's
+    with wan_reference(model, [(0.5, [(neg[0][0], 1.0)]), (0.3, [(other[0][0], 1.0)])], blocks={0, 1}), \
+            wan_reference(model, [(0.3, [(other[0][0], 1.0)])], blocks={2}):
+        expected = run(model, pos, neg, batch=3)
+    assert close(patched, expected)
+    only_second = run(apply_nasa(model, other, 0.3), pos, neg, batch=3)
+    assert (only_second - patched).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def test_several_entries_average_their_negative_attention(wan):
+    model, pos, _ = wan
+    a, b = tiny.wan_text(6, seed=5)[0][0], tiny.wan_text(40, seed=6, total=77)[0][0]
+    patched = run(apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6), pos, pos)
+    with wan_reference(model, [(0.6, [(a, 1.0), (b, 3.0)])]):
+        expected = run(model, pos, pos)
+    assert close(patched, expected)
+
+
+def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(wan):
+    model, pos, neg = wan
+    other = tiny.wan_text(9, seed=9)
+    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
+    second = run(apply_nasa(model, other, 0.5), pos, other, steps=2)
+    again = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+    assert torch.equal(run(model, pos, neg), run(apply_nasa(model, neg, 0.0), pos, neg))
+
+
+def test_negative_is_embedded_once_per_model_call(wan):
+    model, pos, neg = wan
+    calls = []
+    handle = model.model.diffusion_model.text_embedding.register_forward_hook(
+        lambda m, a, out: calls.append(a[0].shape[1]))
+    try:
+        nasa, model_calls = recording(apply_nasa(model, neg, 0.5))
+        run(nasa, pos, neg, steps=3)
+    finally:
+        handle.remove()
+    assert len(model_calls) == 3 and calls == [512, 512] * 3  # one negative and one positive pass per call
+
+
+def test_wan21_image_to_video_is_refused_untouched():
+    """Wan 2.1 I2V mixes CLIP-image and text attention in one layer: NASA leaves it alone and says so."""
+    model = tiny.tiny_wan(model_type="i2v", in_dim=36, num_layers=1)
+    before = copy.deepcopy(model.model_options), dict(model.object_patches)
+    with pytest.raises(ValueError, match="WAN21_I2V.*not supported"):
+        apply_nasa(model, tiny.wan_text(7), 0.5)
+    assert (copy.deepcopy(model.model_options), model.object_patches) == before
+
+
+def test_wrong_text_width_names_both_widths():
+    with pytest.raises(ValueError, match="width 768 but this WAN21_T2V model's cross-attention expects 4096"):
+        apply_nasa(tiny.tiny_wan(num_layers=1), tiny.text("sd15"), 0.5)
