@@ -1,0 +1,171 @@
+"""NASA Apply on tiny PixArt-alpha and PixArt-sigma models (ComfyUI's own PixArtAlpha/PixArtSigma classes) equals
+the paper's math computed by hand in float64, and keeps the adapter's promises (scale 0, cfg rows, batches, repeat).
+
+PixArt's cross-attention gets no transformer_options, so the reference learns which rows are positive from a
+model-function wrapper on the reference clone, and hooks the *unpatched* ``MultiHeadCrossAttention`` layers with
+torch forward hooks: q/kv projections, per-head softmax attention, the negative's ``y_embedder`` MLP and the
+output projection by hand, replacing the positive rows by proj(Z+ - sum_i alpha_i Z-_i) (paper Eq. 4-6)."""
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny
+from reference import naive_attention
+from sampling import chunk, recording, sample
+
+from nasa_pack.nodes import runtime
+from nasa_pack.nodes.apply import apply_nasa
+
+SIZE = 40  # PixArt's position embedding needs (H + W) / 2 >= 32 latent pixels (base size round(c_res / 64) > 0)
+
+
+def run(model, pos, neg, **kw):
+    return sample(model, pos, neg, size=SIZE, **kw)
+
+
+def lin(linear, t):
+    out = t.double() @ linear.weight.double().T
+    return out if linear.bias is None else out + linear.bias.double()
+
+
+def embed(dm, tokens):
+    """PixArt's y_embedder (y_proj: Linear, GELU tanh, Linear) by hand."""
+    mlp = dm.y_embedder.y_proj
+    return lin(mlp.fc2, F.gelu(lin(mlp.fc1, tokens), approximate="tanh"))
+
+
+def split_kv(layer, text, n):
+    kv = lin(layer.kv_linear, text).reshape(n, -1, 2, layer.d_model)
+    return kv[:, :, 0], kv[:, :, 1]
+
+
+@contextlib.contextmanager
+def pixart_reference(model, negatives, blocks=None):
+    """Yields a clone of ``model`` whose cross-attention computes NASA by hand. negatives: [(alpha, [(tokens,
+    weight), ...]), ...]; blocks: block numbers to steer (None = all)."""
+    dm = model.model.diffusion_model
+    chunks = [[0]]
+    ref = model.clone()
+
+    def wrapper(apply_model, args):
+        chunks[0] = list(args["cond_or_uncond"])
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    ref.set_model_unet_function_wrapper(wrapper)
+
+    def hook(layer, args, output):
+        x, cond = args[0], args[1]
+        b = x.shape[0]
+        per = b // len(chunks[0])
+        rows = [i * per + j for i, c in enumerate(chunks[0]) if c == 0 for j in range(per)]
+        if not rows:
+            return output
+        q = lin(layer.q_linear, x[rows])
+        k, v = split_kv(layer, cond.reshape(b, -1, cond.shape[-1])[rows], len(rows))
+        z = naive_attention(q, k, v, layer.num_heads)
+        for alpha, entries in negatives:
+            total = sum(w for _, w in entries)
+            for tokens, w in entries:
+                kn, vn = split_kv(layer, embed(dm, tokens.to(x.dtype)), 1)
+                zn = naive_attention(q, kn.expand(len(rows), -1, -1), vn.expand(len(rows), -1, -1), layer.num_heads)
+                z = z - alpha * (w / total) * zn
+        output = output.clone()
+        output[rows] = lin(layer.proj, z).to(output.dtype)
+        return output
+
+    handles = [b.cross_attn.register_forward_hook(hook) for i, b in enumerate(dm.blocks)
+               if blocks is None or i in blocks]
+    try:
+        yield ref
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def close(a, b, rel=1e-4):
+    return (a - b).abs().max().item() <= rel * b.abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def alpha_model():
+    return tiny.tiny_pixart(), tiny.t5_text(9, seed=1), tiny.t5_text(14, seed=2)
+
+
+@pytest.mark.parametrize("sigma", [False, True])
+def test_scale_zero_is_bit_identical_and_input_untouched(sigma):
+    model = tiny.tiny_pixart(sigma=sigma)
+    pos, neg = tiny.t5_text(9, seed=1), tiny.t5_text(14, seed=2)
+    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
+    plain = run(model, pos, neg, steps=2)
+    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
+    assert not torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg, steps=2), plain)
+    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
+    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    assert runtime.active_states() == {}  # the per-call state did not outlive the calls
+
+
+# The negative keeps its own token count: longer, shorter and equal to the positive (PixArt text is unpadded).
+@pytest.mark.parametrize("sigma,alpha,pos_tokens,neg_tokens", [(False, 0.5, 9, 14), (True, 1.0, 20, 5),
+                                                               (False, 0.2, 120, 120)])
+def test_matches_hand_computed_nasa(sigma, alpha, pos_tokens, neg_tokens):
+    model = tiny.tiny_pixart(seed=3, sigma=sigma)
+    pos, neg = tiny.t5_text(pos_tokens, seed=1), tiny.t5_text(neg_tokens, seed=2)
+    plain = run(model, pos, neg, steps=2)
+    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
+    with pixart_reference(model, [(alpha, [(neg[0][0], 1.0)])]) as ref:
+        expected = run(ref, pos, neg, steps=2)
+    assert close(patched, expected)
+    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def test_cfg_above_one_leaves_unconditional_rows_bit_identical(alpha_model):
+    model, pos, neg = alpha_model
+    uncond = tiny.t5_text(9, seed=3)  # same token count as the positive: cond and uncond run batched
+    plain, plain_calls = recording(model)
+    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
+    run(plain, pos, uncond, cfg=4.0, batch=2)
+    run(nasa, pos, uncond, cfg=4.0, batch=2)
+    with pixart_reference(model, [(0.5, [(neg[0][0], 1.0)])]) as ref:
+        ref, ref_calls = recording(ref)
+        run(ref, pos, uncond, cfg=4.0, batch=2)
+    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
+    assert sorted(order) == [0, 1] and order == order2
+    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
+    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+
+
+def test_batch_blocks_and_two_nodes_follow_the_reference(alpha_model):
+    model, pos, neg = alpha_model
+    other = tiny.t5_text(30, seed=4)
+    patched = run(apply_nasa(apply_nasa(model, neg, 0.5, blocks="blocks.1-2"), other, 0.3), pos, neg, batch=2)
+    with pixart_reference(model, [(0.3, [(other[0][0], 1.0)])], blocks={0}) as ref:
+        with pixart_reference(model, [(0.5, [(neg[0][0], 1.0)]), (0.3, [(other[0][0], 1.0)])], blocks={1, 2}):
+            expected = run(ref, pos, neg, batch=2)
+    assert close(patched, expected)
+    only_second = run(apply_nasa(model, other, 0.3), pos, neg, batch=2)
+    assert (only_second - patched).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(alpha_model):
+    model, pos, neg = alpha_model
+    other = tiny.t5_text(14, seed=9)
+    first = run(apply_nasa(model, neg, 0.5), pos, neg)
+    second = run(apply_nasa(model, other, 0.5), pos, other)
+    again = run(apply_nasa(model, neg, 0.5), pos, neg)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+
+
+def test_negative_is_embedded_once_per_model_call(alpha_model):
+    model, pos, neg = alpha_model
+    calls = []
+    handle = model.model.diffusion_model.y_embedder.register_forward_hook(lambda m, a, out: calls.append(a[0].shape))
+    try:
+        run(apply_nasa(model, neg, 0.5), pos, neg, steps=3)
+    finally:
+        handle.remove()
+    assert [tuple(s) for s in calls] == [(1, 1, 14, 4096), (1, 1, 9, 4096)] * 3
