@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 SCALE_TOOLTIP = (
     "alpha in Z = Z+ - alpha*Z-: how strongly each cross-attention is pushed away from the negative. "
     "0 disables NASA (the model is returned unchanged). Paper values: SD1.5-based 0.1, SD2.1-based / SBv2 0.2, "
-    "SDXL-DMD2 swept 0-1 (higher removes more; try 0.3-0.6), PixArt-alpha 0.5. Past about 1 images degrade.")
+    "SDXL-DMD2 swept 0-1 (higher removes more; try 0.3-0.6), PixArt-alpha 0.5; Wan is not in the paper (no "
+    "tested value: sweep, e.g. 0.2-1). Past about 1 images degrade.")
 
 
 class NASAApply(io.ComfyNode):
@@ -37,10 +38,11 @@ class NASAApply(io.ComfyNode):
                          "few-step models (DMD2, SBv2, Turbo, Lightning, LCM): about +2% compute instead of CFG's "
                          "+100%."),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.x, SD2.x, SDXL). Not modified: "
-                                                "a patched copy is returned."),
+                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.x, SD2.x, SDXL, Wan 2.1/2.2 "
+                                                "text-to-video cross-attention, PixArt-alpha/sigma). Not "
+                                                "modified: a patched copy is returned."),
                 io.Conditioning.Input("negative", tooltip=(
-                    "The negative prompt, encoded with the same CLIP as the positive. Keeps its own length. Several "
+                    "The negative prompt, encoded with the same text encoder (CLIP / T5) as the positive. Keeps its own length. Several "
                     "entries (ConditioningCombine) are averaged. Wire the sampler's own negative as usual; at cfg 1 "
                     "the sampler ignores it and NASA does the work.")),
                 io.Float.Input("scale", default=0.2, min=0.0, max=4.0, step=0.01, tooltip=SCALE_TOOLTIP),
@@ -51,7 +53,8 @@ class NASAApply(io.ComfyNode):
                 io.String.Input("blocks", default="", optional=True, tooltip=(
                     "Which cross-attention blocks get NASA. Empty = all (as in the paper). Comma-separated groups "
                     "'input', 'middle', 'output', optionally with block numbers as ComfyUI numbers them: "
-                    "'middle, output.0-5', 'input.4-8'. An unknown block is an error that lists the valid ones.")),
+                    "'middle, output.0-5', 'input.4-8'. Wan and PixArt: 'blocks.0-9' (Wan VACE also 'vace_blocks'). "
+                    "An unknown block is an error that lists the valid ones.")),
             ],
             outputs=[io.Model.Output(tooltip="The model with NASA in its cross-attention; use at cfg 1.")],
         )

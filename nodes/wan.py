@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - older hosts
     CausalWanModel = ()
 
 NAME = "Wan 2.1/2.2 (text-to-video cross-attention)"
-DEFAULT_SCALES = "Wan not in the paper: start around 0.3-0.5 and sweep"
+DEFAULT_SCALES = "Wan is not in the paper: no tested value, sweep (e.g. 0.2-1)"
 GROUPS = ("blocks", "vace_blocks")
 
 

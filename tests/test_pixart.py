@@ -169,3 +169,16 @@ def test_negative_is_embedded_once_per_model_call(alpha_model):
     finally:
         handle.remove()
     assert [tuple(s) for s in calls] == [(1, 1, 14, 4096), (1, 1, 9, 4096)] * 3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_models_follow_the_reference(dtype):
+    model = tiny.tiny_pixart(dtype=dtype)
+    pos, neg = tiny.t5_text(9, seed=1), tiny.t5_text(14, seed=2)
+    plain = run(model, pos, neg).double()
+    patched = run(apply_nasa(model, neg, 0.5), pos, neg).double()
+    with pixart_reference(model, [(0.5, [(neg[0][0], 1.0)])]) as ref:
+        expected = run(ref, pos, neg).double()
+    effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
+    assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
+    assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)

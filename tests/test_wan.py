@@ -183,3 +183,17 @@ def test_wan21_image_to_video_is_refused_untouched():
 def test_wrong_text_width_names_both_widths():
     with pytest.raises(ValueError, match="width 768 but this WAN21_T2V model's cross-attention expects 4096"):
         apply_nasa(tiny.tiny_wan(num_layers=1), tiny.text("sd15"), 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_models_follow_the_reference(dtype):
+    model = tiny.tiny_wan(dtype=dtype)
+    pos, neg = tiny.wan_text(7, seed=1), tiny.wan_text(12, seed=2)
+    plain = run(model, pos, neg).double()
+    patched = run(apply_nasa(model, neg, 2.0), pos, neg).double()
+    with wan_reference(model, [(2.0, [(neg[0][0], 1.0)])]):
+        expected = run(model, pos, neg).double()
+    # Low precision: compare NASA's effect (the change it makes) with the reference's, by direction and size.
+    effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
+    assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
+    assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)

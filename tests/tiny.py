@@ -102,8 +102,7 @@ def tiny_wan(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
     cfg = dict(WAN, **overrides)
     model_config = (sm.WAN21_I2V if cfg["model_type"] == "i2v" else sm.WAN21_T2V)(cfg)
     model_config.set_inference_dtype(dtype, None)
-    model = model_config.get_model({})
-    model.diffusion_model.to(dtype)
+    model = model_config.get_model({})  # built in ``dtype`` by the host, patch_embedding kept in float32 as in Wan
     init_weights(model.diffusion_model, seed, std=0.1)
     return _patcher(model)
 
