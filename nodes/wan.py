@@ -1,4 +1,5 @@
-"""Wan 2.1 / 2.2 video DiTs (T2V 1.3B/14B, Wan 2.2 A14B T2V/I2V, TI2V 5B, VACE): where their text cross-attention is.
+"""Wan 2.1 / 2.2 video DiTs whose blocks use ``WanT2VCrossAttention`` (2.1 T2V, 2.2 A14B and TI2V 5B, whose
+checkpoints carry no CLIP-image projection, VACE): where their text cross-attention is.
 
 Read from the host's classes (``comfy/ldm/wan/model.py``): ``WanModel.blocks[i].cross_attn`` is a
 ``WanT2VCrossAttention`` whose forward is

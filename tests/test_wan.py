@@ -197,3 +197,31 @@ def test_low_precision_models_follow_the_reference(dtype):
     effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
     assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
     assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)
+
+
+def test_negative_keeps_its_length_and_uses_the_users_attention_backend(wan):
+    """An optimized_attention_override (how sage/flash packs switch kernels) also runs Z-, over the negative's
+    own 77 tokens (its zero padding included, as encoded), never padded or cut to the positive's 512."""
+    model, pos, _ = wan
+    neg = tiny.wan_text(5, total=77, seed=7)
+    seen = []
+
+    def override(func, *args, **kwargs):
+        seen.append(args[1].shape[1])  # key length
+        return func(*args, **kwargs)
+
+    m = model.clone()
+    m.model_options["transformer_options"]["optimized_attention_override"] = override
+    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    assert seen.count(77) == 3 and seen.count(512) == 3  # one Z- and one Z+ per cross-attention block
+    with wan_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
+        assert close(patched, run(model, pos, neg))
+
+
+def test_a_foreign_forward_patch_on_the_layer_is_refused(wan):
+    model, _, neg = wan
+    other = model.clone()
+    other.add_object_patch("diffusion_model.blocks.1.cross_attn.forward", lambda *a, **k: None)
+    with pytest.raises(ValueError, match="already replaced the forward of blocks.1.cross_attn"):
+        apply_nasa(other, neg, 0.5)
+    assert list(other.object_patches) == ["diffusion_model.blocks.1.cross_attn.forward"]
