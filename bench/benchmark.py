@@ -1,0 +1,236 @@
+"""Cost of NASA Apply against no negative, CFG and ComfyUI's NAGuidance: one table of ratios, measured in one run.
+
+    .host/venv/bin/python bench/benchmark.py [--quick] [--json out.json] [--repeats N]
+
+Columns (ratios to "unpatched", raw numbers in brackets):
+  unpatched   the model as loaded, cfg 1: one pass (ComfyUI skips the negative at cfg 1)
+  NASA Apply  apply_nasa(model, 77-token negative, paper scale), cfg 1: one pass with Z = Z+ - alpha Z- inside
+  CFG         the unpatched model at cfg 5: cond + uncond, two passes batched into one call
+  NAGuidance  comfy_extras NAGuidance node (defaults 5 / 0.5 / 1.5), cfg 1: the node disables the cfg-1 shortcut,
+              so the negative runs as a second pass, as with CFG
+
+Every column is one sampler step: ComfyUI's CFGGuider (conds converted, encoded and batched by the host, the
+cfg-1 shortcut, wrappers and attention patches as in a real sampling) evaluating the model once at sigma_max with
+a one-evaluation k-diffusion sampler function (``harness.step``).
+
+Rows:
+1. FLOPs of one step on the full-size SD1.5 (512x512: 64x64 latent, 77 x 768 text) and SDXL (1024x1024: 128x128
+   latent, 77 x 2048 text, pooled 1280 and ComfyUI's size conditioning) UNets, built by ComfyUI's own classes with
+   the configs its checkpoint detection yields, as shape-only FakeTensors (no weights allocated, no arithmetic),
+   counted with torch.utils.flop_counter.FlopCounterMode. Attention kernel: on this CPU ComfyUI picks
+   attention_sub_quad (chunk sizes depend on free RAM) and torch's counter has no formula for the CPU SDPA kernel
+   (aten._scaled_dot_product_flash_attention_for_cpu), so all four columns run ComfyUI's attention_basic (einsum
+   -> bmm, counted exactly) through ComfyUI's ``optimized_attention_override`` transformer option. NASA's own
+   attention call reads the same option. The script checks that the counted bmm FLOPs of the unpatched model equal
+   4 * batch * tokens_q * tokens_k * inner_dim summed over every attention layer, i.e. attention is counted.
+   The counter counts matmul / conv / attention only: softmax, norms, NASA's subtraction and NAG's normalisation
+   are elementwise and count 0 (they are O(tokens * width), well below 1% of a step).
+2. CPU wall-clock of one step: the full SD1.5 architecture with seeded random fp32 weights at 256x256 (32x32
+   latent) and ComfyUI's default CPU attention kernel. One warm-up step per column through the full
+   ``comfy.sample.sample_custom`` path (model loading included), whose output the benchmark's step must reproduce;
+   then ``--repeats`` rounds, each timing every column once in a rotated order. Raw: median seconds per column.
+   Ratio: median over rounds of (column / unpatched in the same round), so that drift and other load on the
+   machine hit both sides of each pair alike; the 1-min load average and the NASA FLOPs ratio of this very
+   setting are printed with it, to tell compute from noise.
+3. Peak memory of one step, same model and input: a TorchDispatchMode (``harness.PeakTensorMemory``) follows
+   every tensor storage allocated during the step and samples the live total after each ATen op; the peak is the
+   step's working memory on top of the weights (the quantity torch.cuda.max_memory_allocated gives on a GPU). It
+   is exact and deterministic, unlike process RSS, which glibc's allocator caching and the 3.4 GB of weights blur.
+   Not seen: kernel-internal scratch that never becomes a tensor.
+
+--quick runs the same rows on miniature SD1.5 / SDXL layouts at 64x64 with 2 rounds (a smoke run for tests).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+import host  # noqa: E402
+
+host.enter_host()
+
+import torch  # noqa: E402
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+
+import comfy.ldm.modules.attention as host_attention  # noqa: E402
+from comfy_extras.nodes_nag import NAGuidance  # noqa: E402
+from nasa_pack.nodes.apply import apply_nasa  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+COLUMNS = {"unpatched": "unpatched (cfg 1)", "nasa": "NASA Apply (cfg 1)", "cfg": "CFG (cfg 5)",
+           "nag": "NAGuidance (cfg 1)"}
+NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5}  # paper: SD1.5-based 0.1; SDXL-DMD2 swept, 0.3-0.6 recommended
+TARGETS = {"flops_sd15": 1.02, "flops_sdxl": 1.02, "wall_clock": 1.10, "peak_memory": 1.05}
+CFG_SCALE = 5.0
+
+
+def variants(patcher, negative, family: str) -> dict:
+    """column -> (model, cfg). The sampler's negative input is the same negative for every column."""
+    nag = NAGuidance.execute(patcher, nag_scale=5.0, nag_alpha=0.5, nag_tau=1.5).result[0]
+    return {"unpatched": (patcher, 1.0), "nasa": (apply_nasa(patcher, negative, NASA_SCALE[family]), 1.0),
+            "cfg": (patcher, CFG_SCALE), "nag": (nag, 1.0)}
+
+
+def inputs(family: str, pixels: int, fake=None):
+    """positive, negative (77 tokens each), noise (shape-only when ``fake``), empty latent."""
+    shape = (1, 4, pixels // 8, pixels // 8)
+    if fake is not None:
+        with fake:
+            noise = torch.empty(shape)
+    else:
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    return harness.conditioning(family, 1), harness.conditioning(family, 2), noise, torch.zeros(shape)
+
+
+def flops_row(family: str, unet: dict, pixels: int, quick: bool) -> dict:
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    config = harness.mini_config(family, unet) if quick else harness.full_config(family, unet)
+    patcher = harness.build(config, fake)
+    harness.force_kernel(patcher, host_attention.attention_basic)
+    positive, negative, noise, latent = inputs(family, pixels, fake)
+    sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0])
+    raw, per_op = {}, {}
+    for name, (model, cfg) in variants(patcher, negative, family).items():
+        raw[name], per_op[name] = harness.count_flops(
+            lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
+    expected = harness.attention_flops_expected(
+        patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
+    if per_op["unpatched"].get("bmm", 0) != expected:
+        raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
+    extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
+    name = {"sd15": "SD1.5", "sdxl": "SDXL"}[family] + (" (mini)" if quick else "")
+    return {"key": f"flops_{family}", "measure": "FLOPs / step", "model": f"{name} {pixels}x{pixels}",
+            "unit": "GFLOP", "raw": {k: v / 1e9 for k, v in raw.items()},
+            "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
+                       "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
+                       "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
+
+
+def cpu_rows(unet: dict, pixels: int, repeats: int, quick: bool) -> list:
+    config = harness.mini_config("sd15", unet) if quick else harness.full_config("sd15", unet)
+    patcher = harness.build(config, None, seed=0)
+    positive, negative, noise, latent = inputs("sd15", pixels)
+    sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0])
+    columns = variants(patcher, negative, "sd15")
+
+    def run(name):
+        model, cfg = columns[name]
+        return harness.step(model, cfg, positive, negative, noise, latent, sigmas)
+
+    peak, check = {}, {}
+    for name, (model, cfg) in columns.items():
+        # Warm-up through ComfyUI's own sample path; the memory-tracked step must reproduce its output.
+        reference = harness.real_sample(model, cfg, positive, negative, noise, latent, sigmas)
+        if not torch.isfinite(reference).all():
+            raise RuntimeError(f"{name}: non-finite output; the random weights are badly scaled")
+        gc.collect()
+        with harness.PeakTensorMemory() as tracker:
+            out = run(name)
+        peak[name] = tracker.peak / 2 ** 20
+        check[name] = float((reference - out).abs().max())
+        if check[name] > 1e-4 * float(reference.abs().max()):
+            raise RuntimeError(f"{name}: benchmark step differs from comfy.sample.sample_custom by {check[name]}")
+
+    wall = {name: [] for name in columns}
+    cpu = {name: [] for name in columns}
+    names = list(columns)
+    load = [os.getloadavg()[0]]
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            gc.collect()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(name)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    load.append(os.getloadavg()[0])
+    # Ratio: median over rounds of (column / unpatched) within the same round, so slow drift cancels.
+    paired = {k: statistics.median(t / u for t, u in zip(v, wall["unpatched"])) for k, v in wall.items()}
+    model = ("SD1.5 (mini)" if quick else "SD1.5") + f" {pixels}x{pixels}, random weights"
+    kernel = host_attention.optimized_attention.__name__
+    same_setting = flops_row("sd15", unet, pixels, quick)["raw"]
+    return [
+        {"key": "wall_clock", "measure": f"CPU wall-clock / step (median of {repeats} rounds)", "model": model,
+         "unit": "s", "raw": {k: statistics.median(v) for k, v in wall.items()}, "ratio": paired,
+         "detail": {"ratio_is": "median over rounds of column / unpatched timed in the same round",
+                    "wall_s": wall, "process_cpu_s": cpu, "threads": torch.get_num_threads(),
+                    "load_average_1min_before_after": load, "attention_kernel": kernel,
+                    "flops_ratio_same_setting": {k: v / same_setting["unpatched"] for k, v in same_setting.items()},
+                    "max_abs_diff_vs_sample_custom": check}},
+        {"key": "peak_memory", "measure": "peak tensor memory / step", "model": model, "unit": "MiB",
+         "raw": peak, "detail": {"what": "live tensor storage allocated during the step (weights excluded)",
+                                 "attention_kernel": kernel}},
+    ]
+
+
+def finish(row: dict) -> dict:
+    base = row["raw"]["unpatched"]
+    row.setdefault("ratio", {k: v / base for k, v in row["raw"].items()})
+    row["target"] = TARGETS[row["key"]]
+    row["nasa_meets_target"] = row["ratio"]["nasa"] <= row["target"]
+    return row
+
+
+def number(x: float) -> str:
+    return f"{x:,.2f}" if abs(x) >= 10 else f"{x:.4g}"
+
+
+def markdown(rows: list, quick: bool) -> str:
+    head = ["measure", "model"] + list(COLUMNS.values()) + ["NASA target", "met"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["measure"], row["model"]]
+        cells += [f"{row['ratio'][k]:.4f} ({number(row['raw'][k])} {row['unit']})" for k in COLUMNS]
+        met = "n/a (quick)" if quick else ("yes" if row["nasa_meets_target"] else "NO")
+        cells += [f"<= {row['target']:.2f}", met]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="miniature models at 64x64, 2 rounds (smoke run)")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default 5, quick 2)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    repeats = args.repeats or (2 if quick else 5)
+    started = time.perf_counter()
+    rows = [flops_row("sd15", harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 512, quick),
+            flops_row("sdxl", harness.SDXL_MINI if quick else harness.SDXL_UNET, 64 if quick else 1024, quick)]
+    rows += cpu_rows(harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 256, repeats, quick)
+    rows = [finish(r) for r in rows]
+    table = markdown(rows, quick)
+    print(table)
+    print()
+    for row in rows[:2]:
+        d = row["detail"]
+        extra = ", ".join(f"{op} +{number(n)}" for op, n in d["nasa_extra_gflop_by_op"].items())
+        print(f"{row['model']}: NASA adds {extra} GFLOP (mm: K-/V- projections of the negative; bmm: Q K-^T and "
+              f"softmax V-); attention counted "
+              f"{number(d['per_op_gflop']['unpatched'].get('bmm', 0))} = expected "
+              f"{number(d['attention_gflop_expected'])} GFLOP")
+    cpu = rows[2]["detail"]
+    print(f"CPU rows: {cpu['threads']} threads, attention kernel {cpu['attention_kernel']}, NASA FLOPs ratio in "
+          f"this setting {cpu['flops_ratio_same_setting']['nasa']:.4f}, 1-min load average before/after timing "
+          f"{cpu['load_average_1min_before_after']}, max |step - sample_custom| = "
+          f"{max(cpu['max_abs_diff_vs_sample_custom'].values()):.2e}; total {time.perf_counter() - started:.0f} s")
+    result = {"quick": quick, "columns": COLUMNS, "rows": rows, "markdown": table,
+              "torch": torch.__version__, "seconds": time.perf_counter() - started}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Building blocks of ``bench/benchmark.py``: models from ComfyUI's own classes, one sampler step through ComfyUI's
+sampling code, a FLOP count and a peak-tensor-memory count. Needs ``tests/host.enter_host()`` to have run first.
+
+Shape-only models. The full-size UNets are built by ComfyUI (``model_config.get_model``) inside a
+``FakeTensorMode``: every weight and activation is a FakeTensor that reports ``device cpu`` and a shape but owns no
+memory, so SDXL at 1024x1024 costs no RAM and no arithmetic. Meta tensors are not used because ComfyUI asks the
+allocator of the input's device for free memory (``get_free_memory``), which has no meta branch. The sigma, the
+conditioning and ``model_sampling`` stay real tensors: NASA reads the sigma as a number (its start/end window).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+import comfy.ldm.modules.attention as host_attention
+import comfy.model_base
+import comfy.model_detection
+import comfy.model_patcher
+import comfy.ops
+import comfy.sample
+import comfy.sampler_helpers
+import comfy.samplers
+import comfy.supported_models
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+CPU = torch.device("cpu")
+
+# The UNet configs of comfy/model_detection.py, unet_config_from_diffusers_unet (its ``SD15`` and ``SDXL`` dicts,
+# without ``dtype``). ``full_config`` checks them: ComfyUI's checkpoint detection must map the state dict of a UNet
+# built from them back to SD15 / SDXL with the same config, as it does when it loads a real checkpoint.
+SD15_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+             "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+             "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
+             "context_dim": 768, "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+             "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+             "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+             "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+             "context_dim": 2048, "num_head_channels": 64,
+             "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+# --quick: the same layouts in miniature (real text widths, fewer channels and blocks).
+SD15_MINI = dict(SD15_UNET, model_channels=32, num_res_blocks=[1, 1], channel_mult=[1, 2], transformer_depth=[1, 1],
+                 transformer_depth_output=[1, 1, 1, 1], num_heads=4)
+SDXL_MINI = dict(SDXL_UNET, model_channels=32, num_res_blocks=[1, 1, 1], channel_mult=[1, 2, 2],
+                 transformer_depth=[0, 1, 2], transformer_depth_output=[0, 0, 1, 1, 2, 2],
+                 transformer_depth_middle=2, num_head_channels=16)
+FAMILY = {"sd15": ("SD15", 768), "sdxl": ("SDXL", 2048)}  # supported_models class, text width
+
+
+def full_config(family: str, unet: dict):
+    """ComfyUI's model config for ``unet``, found the way a checkpoint load finds it (state-dict detection)."""
+    meta_unet = UNetModel(**unet, device="meta", operations=comfy.ops.disable_weight_init)
+    prefix = "model.diffusion_model."
+    sd = {prefix + k: v for k, v in meta_unet.state_dict().items()}
+    config = comfy.model_detection.model_config_from_unet(sd, prefix)
+    want = FAMILY[family][0]
+    if type(config).__name__ != want:
+        raise RuntimeError(f"ComfyUI detects this {want} UNet as {type(config).__name__}")
+    wrong = {k: (v, config.unet_config.get(k)) for k, v in unet.items() if config.unet_config.get(k) != v}
+    if wrong:
+        raise RuntimeError(f"ComfyUI's {want} config differs from the benchmark's: {wrong}")
+    return config
+
+
+def mini_config(family: str, unet: dict):
+    config = getattr(comfy.supported_models, FAMILY[family][0])(dict(unet))
+    config.unet_config.update({k: unet[k] for k in ("num_heads", "num_head_channels") if k in unet})
+    return config
+
+
+def build(config, fake: FakeTensorMode | None = None, seed: int = 0):
+    """A ModelPatcher on the CPU: shape-only weights under ``fake``, else seeded random fp32 weights."""
+    config.set_inference_dtype(torch.float32, None)
+    with fake if fake is not None else contextlib.nullcontext():
+        model = config.get_model({})
+    # Real model_sampling: NASA Apply turns start/end percents into sigmas with it.
+    model.model_sampling = comfy.model_base.model_sampling(config, model.model_type)
+    if fake is None:
+        init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+
+
+def init_weights(module: torch.nn.Module, seed: int) -> None:
+    """comfy.ops skips init: N(0, 1/fan_in) weights, unit norms, zero biases, so activations stay finite."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, (p[0].numel()) ** -0.5, generator=g)
+
+
+def conditioning(family: str, seed: int, tokens: int = 77) -> list:
+    """A CONDITIONING like CLIPTextEncode's: (1, tokens, width) text, plus SDXL's pooled 1280 vector. The SDXL
+    size conditioning (width, height, crops) is added by ComfyUI itself when the sampler encodes the conds."""
+    g = torch.Generator().manual_seed(seed)
+    options = {"pooled_output": torch.randn(1, 1280, generator=g)} if family == "sdxl" else {}
+    return [[torch.randn(1, tokens, FAMILY[family][1], generator=g), options]]
+
+
+def force_kernel(patcher, kernel) -> None:
+    """Route every attention call (the model's and NASA's, which reads the same transformer_options) to ``kernel``
+    through ComfyUI's own ``optimized_attention_override`` hook. NASA's node does not see or change this."""
+    def override(func, *args, **kwargs):
+        return kernel(*args, **kwargs)
+    patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
+
+
+def one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """A k-diffusion sampler function that evaluates the model once, at sigmas[0]: one denoising step's cost.
+    The sigma is a real tensor (as KSamplerX0Inpaint gets it from a real sampler), whatever ``x`` is."""
+    sigma = sigmas[0] * torch.ones(x.shape[0])
+    return model(x, sigma, **(extra_args or {}))
+
+
+SAMPLER = comfy.samplers.KSAMPLER(one_evaluation)
+
+
+def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: int = 0):
+    """One sampler step through ComfyUI: ``CFGGuider.sample`` -> ``outer_sample`` -> ``inner_sample`` with the same
+    calls, except that ``prepare_sampling`` (which moves weights with ``load_models_gpu``; fake weights cannot be
+    moved) is replaced by using the model where it is. Conds are converted, hooked, encoded (``process_conds``) and
+    batched (``sampling_function`` / ``calc_cond_batch``, so the cfg=1 shortcut and NAG's opt-out are real)."""
+    guider = comfy.samplers.CFGGuider(patcher)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    guider.conds = {k: [c.copy() for c in v] for k, v in guider.original_conds.items()}
+    comfy.samplers.preprocess_conds_hooks(guider.conds)
+    guider.model_options = comfy.model_patcher.create_model_options_clone(guider.model_options)
+    comfy.sampler_helpers.prepare_model_patcher(patcher, guider.conds, guider.model_options)
+    comfy.samplers.filter_registered_hooks_on_conds(guider.conds, guider.model_options)
+    guider.inner_model = patcher.model
+    patcher.pre_run()
+    try:
+        return guider.inner_sample(noise, latent, patcher.load_device, SAMPLER, sigmas, None, None, True, seed)
+    finally:
+        patcher.cleanup()
+        patcher.restore_hook_patches()
+
+
+def real_sample(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: int = 0):
+    """The same step through ComfyUI's full ``comfy.sample.sample_custom`` (SamplerCustom's path, with model
+    loading): used to check that ``step`` computes exactly what ComfyUI computes."""
+    return comfy.sample.sample_custom(patcher, noise, cfg, SAMPLER, sigmas, positive, negative, latent, seed=seed)
+
+
+def attention_flops_expected(patcher, run) -> int:
+    """FLOPs of QK^T and AV in every attention of the unpatched model, from the shapes each CrossAttention sees:
+    2 * 2 * batch * tokens_q * tokens_k * inner_dim. Compared with the counted bmm FLOPs, this shows that the
+    attention kernel was counted (an uncounted kernel, e.g. CPU SDPA, would leave bmm at 0)."""
+    total = [0]
+
+    def hook(module, args, kwargs):
+        x = args[0]
+        context = kwargs.get("context") if kwargs.get("context") is not None else x
+        total[0] += 4 * x.shape[0] * x.shape[1] * context.shape[1] * module.to_q.out_features
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
+               for m in patcher.model.diffusion_model.modules() if isinstance(m, host_attention.CrossAttention)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def count_flops(run):
+    """(total FLOPs, {op name: FLOPs}) of ``run()`` under torch's FlopCounterMode (matmul, conv and attention
+    kernels; elementwise ops such as softmax, norms, NASA's subtraction or NAG's normalisation count 0)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    per_op = {str(op).split(".")[-1]: int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), per_op
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storage allocated while active and still alive, sampled after every ATen op.
+
+    Each op's outputs whose storage is not one of its inputs' (so not a view or an in-place result) are new
+    allocations; a weak reference to the storage tells when it is freed. Weights and inputs allocated before are
+    not counted: the result is the step's own working memory, the quantity ``torch.cuda.max_memory_allocated``
+    would report on a GPU. Kernel-internal scratch buffers that never become tensors are not seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict = {}
+        self.current = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.current -= self.live.pop(key)[1]
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in inputs or key in self.live:
+                continue
+            self.live[key] = (StorageWeakRef(storage), storage.nbytes())
+            self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out
