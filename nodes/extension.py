@@ -4,8 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .apply import NASAApply
+from .timestep_sigmas import NASATimestepSigmas
 
 
 class NASAExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [NASAApply]
+        return [NASAApply, NASATimestepSigmas]
