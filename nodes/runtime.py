@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
@@ -44,6 +44,8 @@ class CallState:
     weights: List[float]
     rows: Optional[torch.Tensor]
     layers: Dict[tuple, torch.nn.Module]
+    # Working memory of this call for a family adapter (FLUX: the negative's text stream between blocks).
+    scratch: dict = field(default_factory=dict)
 
 
 def host_kernel(extra_options: dict) -> Callable:

@@ -39,9 +39,9 @@ def test_scale_must_be_finite_and_not_negative(sdxl, scale):
     fails(sdxl, tiny.text("sdxl"), scale=scale, match=f"scale is {scale}")
 
 
-def test_model_without_cross_attention_names_the_supported_families():
-    flux = tiny.tiny_flux()
-    fails(flux, [[torch.randn(1, 256, 4096), {}]],
+def test_unsupported_model_names_the_supported_families():
+    flux2_style = tiny.tiny_flux(global_modulation=True)  # Flux 2 / Chroma-style shared modulation: not FLUX.1
+    fails(flux2_style, [[torch.randn(1, 256, 4096), {}]],
           match=r"this one is FluxSchnell .*not supported yet\. Supported: UNet \(SD1\.x, SD2\.x, SDXL\)")
 
 

@@ -67,7 +67,7 @@ def text(family: str, tokens: int = 77, seed: int = 1, batch: int = 1) -> list:
     return [[torch.randn(batch, tokens, WIDTH[family], generator=g), options]]
 
 
-def tiny_flux(seed: int = 0):
+def tiny_flux(seed: int = 0, std: float = 0.05, **overrides):
     """A tiny FLUX.1-schnell-shaped model (joint attention, no cross-attention), from ComfyUI's Flux classes."""
     import comfy.model_patcher
     import comfy.supported_models as sm
@@ -76,9 +76,9 @@ def tiny_flux(seed: int = 0):
            "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 4,
            "depth": 1, "depth_single_blocks": 1, "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2,
            "qkv_bias": True, "txt_ids_dims": []}
-    model_config = sm.FluxSchnell(cfg)
+    model_config = sm.FluxSchnell(dict(cfg, **overrides))
     model = model_config.get_model({})
-    init_weights(model.diffusion_model, seed)
+    init_weights(model.diffusion_model, seed, std)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
