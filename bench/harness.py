@@ -54,6 +54,13 @@ SDXL_MINI = dict(SDXL_UNET, model_channels=32, num_res_blocks=[1, 1, 1], channel
                  transformer_depth=[0, 1, 2], transformer_depth_output=[0, 0, 1, 1, 2, 2],
                  transformer_depth_middle=2, num_head_channels=16)
 FAMILY = {"sd15": ("SD15", 768), "sdxl": ("SDXL", 2048)}  # supported_models class, text width
+# FLUX.1-schnell's Flux config as comfy/model_detection.py reads it from the checkpoint (image_model "flux", no
+# guidance_in, 19 double + 38 single blocks of width 3072); --quick: the same layout in miniature.
+FLUX_SCHNELL = {"image_model": "flux", "guidance_embed": False, "in_channels": 16, "out_channels": 16,
+                "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24,
+                "depth": 19, "depth_single_blocks": 38, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
+                "qkv_bias": True, "txt_ids_dims": []}
+FLUX_MINI = dict(FLUX_SCHNELL, hidden_size=64, num_heads=4, depth=2, depth_single_blocks=4, axes_dim=[4, 6, 6])
 
 
 def full_config(family: str, unet: dict):
@@ -217,3 +224,24 @@ class PeakTensorMemory(TorchDispatchMode):
             self.current += storage.nbytes()
         self.peak = max(self.peak, self.current)
         return out
+
+
+def flux_attention_flops_expected(patcher, run) -> int:
+    """FLOPs of QK^T and AV in every joint attention of an unpatched FLUX model, from the shapes each block sees:
+    2 * 2 * batch * tokens^2 * width, tokens = text + image (double blocks) or the concatenated sequence (single)."""
+    from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
+    total = [0]
+
+    def hook(module, args, kwargs):
+        x = kwargs["img"] if isinstance(module, DoubleStreamBlock) else args[0]
+        tokens = x.shape[1] + (kwargs["txt"].shape[1] if isinstance(module, DoubleStreamBlock) else 0)
+        total[0] += 4 * x.shape[0] * tokens * tokens * x.shape[2]
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in patcher.model.diffusion_model.modules()
+               if isinstance(m, (DoubleStreamBlock, SingleStreamBlock))]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
