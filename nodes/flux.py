@@ -20,15 +20,12 @@ one attention over the concatenated sequence. The variant implemented here (per 
 * Positions: FLUX.1 gives every text token the id (0, 0, 0) (``txt_ids`` zeros), so the negative's tokens get the
   rotary embedding of the positive's first text token, i.e. id 0: the identity rotation, as the positive's text.
 
-Host patch points only: a ``patches_replace["dit"]`` replace per block (calling any replace installed before it,
-or the host's ``original_block``), which puts a per-block ``optimized_attention_override`` into the options it
-hands the block (wrapping the override that was there). The override computes the host's joint attention as it
-would (through the previous override), captures image K/V for the negative's own attention and subtracts alpha Z-.
-The negative stream's block math calls the block's own submodules and the host's ``apply_mod`` / ``apply_rope``.
+Host patch points only (``joint``): a ``patches_replace["dit"]`` replace per block and a per-block
+``optimized_attention_override``. The negative stream's block math calls the block's own submodules and the host's
+``apply_mod`` / ``apply_rope``, mirroring the text side of ``DoubleStreamBlock`` / ``SingleStreamBlock.forward``.
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict
 
 import torch
@@ -37,15 +34,11 @@ from comfy.ldm.flux.layers import apply_mod
 from comfy.ldm.flux.math import apply_rope
 from comfy.ldm.flux.model import Flux
 
-from ..nasa_core import mean_negative, steer
-from .runtime import STATE_KEY
-
-log = logging.getLogger(__name__)
+from . import joint
 
 NAME = "FLUX.1 schnell/dev (joint attention)"
 DEFAULT_SCALES = ("FLUX.1 is not in the paper: start at 0.25-0.5 on all blocks; for more, restrict blocks to "
                   "'double' (or 'double.0-18') or end_percent (bench/flux_alpha_sweep.py)")
-STREAMS = "flux_streams"  # CallState.scratch key: the negative's text stream (one tensor per entry)
 
 
 def matches(diffusion_model: torch.nn.Module) -> bool:
@@ -74,61 +67,34 @@ def prepare_text(diffusion_model: Flux, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def install(patcher, patch, keys) -> None:
-    """A dit block replace on every block up to the last selected one (the negative's text stream must pass
-    through them all); only the selected ones subtract alpha Z-."""
-    layers = cross_attention_layers(patcher.get_model_object("diffusion_model"))
-    order = list(layers)
-    last = max(order.index(k) for k in keys)
-    installed = patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    for kind, number in order[:last + 1]:
-        host_key = (f"{kind}_block", number)
-        fn = _block_replace(patch.uid, (kind, number), (kind, number) in keys, installed.get(host_key))
-        patcher.set_model_patch_replace(fn, "dit", *host_key)
+    order = list(cross_attention_layers(patcher.get_model_object("diffusion_model")))
+    joint.install(patcher, patch, keys, order, lambda key: (f"{key[0]}_block", key[1]), Ops)
 
 
-def _call(previous, args, original):
-    return original(args) if previous is None else previous(args, {"original_block": original})
+def _mods(block, args, rows, double):
+    vec = joint.rows_of(args["vec"], rows)
+    return block.txt_mod(vec) if double else (block.modulation(vec)[0], None)
 
 
-def _rows(t: torch.Tensor, rows):
-    return t if rows is None else t.index_select(0, rows)
+class Ops:
+    """The FLUX.1 side of ``joint.block_replace``."""
 
+    @staticmethod
+    def lengths(key, args):
+        if key[0] == "double":
+            return args["txt"].shape[1], args["txt"].shape[1] + args["img"].shape[1]
+        return args["transformer_options"]["img_slice"][0], args["img"].shape[1]
 
-def _block_replace(uid: str, key: tuple, steer_here: bool, previous):
-    double = key[0] == "double"
+    @staticmethod
+    def text_qkv(block, key, stream, args, rows):
+        double = key[0] == "double"
+        mod1, mod2 = _mods(block, args, rows, double)
+        q, k, v, mlp = _qkv(block, stream, mod1, args["pe"], double)
+        return q, k, v, (mlp, mod1, mod2)
 
-    def replace(args, extra):
-        original = extra["original_block"]
-        state = args["transformer_options"].get(STATE_KEY, {}).get(uid)
-        if state is None:
-            return _call(previous, args, original)
-        block, rows = state.layers[key], state.rows
-        x = args["img"]
-        n_rows = x.shape[0] if rows is None else rows.numel()
-        streams = state.scratch.get(STREAMS)
-        if streams is None:  # first block of this call: the negative after txt_in, one copy per positive row
-            streams = [n.expand(n_rows, -1, -1) for n in state.negatives]
-        t_txt = args["txt"].shape[1] if double else args["transformer_options"]["img_slice"][0]
-        vec = args["vec"]
-        if double:
-            mod1, mod2 = block.txt_mod(_rows(vec, rows))
-        else:
-            mod1, mod2 = block.modulation(_rows(vec, rows))[0], None
-        pe = args["pe"]
-        negs = [_qkv(block, s, mod1, pe, double) for s in streams]
-        captured = {}
-        options = dict(args["transformer_options"])
-        options["optimized_attention_override"] = _override(
-            options.get("optimized_attention_override"), state, [n[:3] for n in negs], t_txt, steer_here, captured)
-        out = _call(previous, {**args, "transformer_options": options}, original)
-        if "z" not in captured:
-            log.warning("NASA Apply: FLUX %s.%d ran no attention; the negative's stream is not advanced", *key)
-            return out
-        state.scratch[STREAMS] = [_advance(block, s, z, n[3], mod1, mod2, double)
-                                  for s, z, n in zip(streams, captured["z"], negs)]
-        return out
-
-    return replace
+    @staticmethod
+    def advance(block, key, stream, z, carry):
+        return _advance(block, stream, z, *carry, key[0] == "double")
 
 
 def _qkv(block, stream, mod, pe, double):
@@ -160,33 +126,3 @@ def _advance(block, stream, z, mlp, mod1, mod2, double):
     if s.dtype == torch.float16:
         s = torch.nan_to_num(s, nan=0.0, posinf=65504, neginf=-65504)
     return s
-
-
-def _override(previous, state, negs, t_txt: int, steer_here: bool, captured: dict):
-    """The block's attention: the host's joint attention (through ``previous``), the negative's own attention over
-    [negative | image], and on the positive rows' image rows Z+ - alpha * mean_i Z-_i (Eq. 6)."""
-    rows = state.rows
-    # The negative's own attention calls go to the first override below every NASA one (the user's kernel choice),
-    # so that a second NASA Apply's override never takes them for a block's joint attention.
-    inner = getattr(previous, "nasa_inner", previous)
-
-    def override(func, *args, **kwargs):
-        z = func(*args, **kwargs) if previous is None else previous(func, *args, **kwargs)
-        q, k, v, heads = args[:4]
-        if not kwargs.get("skip_reshape") or q.ndim != 4:
-            return z  # not the (batch, heads, tokens, d) joint attention of a FLUX block
-
-        def attend(qq, kk, vv):  # same kernel and options, the negative's tokens are all real (no mask)
-            kw = dict(kwargs, mask=None)
-            a = (qq, kk, vv, heads, *args[4:])
-            return func(*a, **kw) if inner is None else inner(func, *a, **kw)
-
-        q_img, k_img, v_img = (_rows(t[:, :, t_txt:], rows) for t in (q, k, v))
-        captured["z"] = [attend(qn, torch.cat((kn, k_img), 2), torch.cat((vn, v_img), 2)) for qn, kn, vn in negs]
-        if not steer_here:
-            return z
-        z_neg = mean_negative([attend(q_img, kn, vn) for _, kn, vn in negs], state.weights)
-        return torch.cat((z[:, :t_txt], steer(z[:, t_txt:], z_neg, state.alpha, rows)), 1)
-
-    override.nasa_inner = inner
-    return override
