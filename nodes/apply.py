@@ -24,7 +24,8 @@ SCALE_TOOLTIP = (
     "SDXL-DMD2 swept 0-1 (higher removes more; try 0.3-0.6), PixArt-alpha 0.5; Wan is not in the paper (no "
     "tested value: sweep, e.g. 0.2-1). Past about 1 images degrade. FLUX.1 is not in the paper either: start at "
     "0.25-0.5; NASA is reported unstable on Flux-schnell at large alpha (tiny test models: at alpha ~1.3 it moves "
-    "the image half as far as a different prompt would); for more, restrict 'blocks' to 'double' or end_percent.")
+    "the image half as far as a different prompt would); for more, restrict 'blocks' to 'double' or end_percent. "
+    "SD3.5 is not in the paper: no tested value, start at 0.25-0.5.")
 
 
 class NASAApply(io.ComfyNode):
@@ -42,7 +43,7 @@ class NASAApply(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to patch (SD1.x, SD2.x, SDXL, Wan 2.1/2.2 "
                                                 "text-to-video cross-attention, PixArt-alpha/sigma, FLUX.1 "
-                                                "schnell/dev joint attention). Not "
+                                                "schnell/dev and SD3/SD3.5 joint attention). Not "
                                                 "modified: a patched copy is returned."),
                 io.Conditioning.Input("negative", tooltip=(
                     "The negative prompt, encoded with the same text encoder (CLIP / T5) as the positive. Keeps its own length. Several "
@@ -57,8 +58,8 @@ class NASAApply(io.ComfyNode):
                     "Which cross-attention blocks get NASA. Empty = all (as in the paper). Comma-separated groups "
                     "'input', 'middle', 'output', optionally with block numbers as ComfyUI numbers them: "
                     "'middle, output.0-5', 'input.4-8'. Wan and PixArt: 'blocks.0-9' (Wan VACE also 'vace_blocks'). "
-                    "FLUX.1: 'double.0-18', 'single.0-37' (the negative's text stream still runs up to the last "
-                    "selected block). "
+                    "FLUX.1: 'double.0-18', 'single.0-37'; SD3.5: 'joint.0-23' (the negative's text stream still "
+                    "runs up to the last selected block). "
                     "An unknown block is an error that lists the valid ones.")),
             ],
             outputs=[io.Model.Output(tooltip="The model with NASA in its cross-attention; use at cfg 1.")],

@@ -4,9 +4,9 @@ negative must have), prepare_text(diffusion_model, tokens) (the model's own text
 model call), install(patcher, patch, keys)."""
 from __future__ import annotations
 
-from . import flux, pixart, unet, wan
+from . import flux, pixart, sd3, unet, wan
 
-FAMILIES = (unet, wan, pixart, flux)
+FAMILIES = (unet, wan, pixart, flux, sd3)
 
 
 def family_of(patcher):
@@ -17,7 +17,7 @@ def family_of(patcher):
             return family
     config = type(getattr(patcher.model, "model_config", None)).__name__
     supported = "; ".join(f.NAME for f in FAMILIES)
-    raise ValueError(f"NASA Apply needs a model with text cross-attention or FLUX.1 joint attention; this one is {config} "
+    raise ValueError(f"NASA Apply needs a model with text cross-attention or joint attention (FLUX.1, SD3); this one is {config} "
                      f"({type(diffusion_model).__module__}.{type(diffusion_model).__name__}), which is not "
                      f"supported yet. Supported: {supported}.")
 
