@@ -17,7 +17,8 @@ Rows:
 1. FLOPs of one step on the full-size SD1.5 (512x512: 64x64 latent, 77 x 768 text) and SDXL (1024x1024: 128x128
    latent, 77 x 2048 text, pooled 1280 and ComfyUI's size conditioning) UNets and FLUX.1-schnell (1024x1024: 16 x
    128 x 128 latent, 4096 image tokens, 256 x 4096 T5 text for the positive and the negative, pooled 768; NASA
-   scale 0.5), built by ComfyUI's own classes with the configs its checkpoint detection yields, as shape-only FakeTensors (no weights allocated, no arithmetic),
+   scale 0.5) and SD3.5 medium (1024x1024, 154 x 4096 text: CLIP-L/G 77 + T5 77, pooled 2048; NASA scale 0.5),
+   built by ComfyUI's own classes with the configs its checkpoint detection yields, as shape-only FakeTensors (no weights allocated, no arithmetic),
    counted with torch.utils.flop_counter.FlopCounterMode. Attention kernel: on this CPU ComfyUI picks
    attention_sub_quad (chunk sizes depend on free RAM) and torch's counter has no formula for the CPU SDPA kernel
    (aten._scaled_dot_product_flash_attention_for_cpu), so all four columns run ComfyUI's attention_basic (einsum
@@ -71,8 +72,9 @@ import harness  # noqa: E402
 
 COLUMNS = {"unpatched": "unpatched (cfg 1)", "nasa": "NASA Apply (cfg 1)", "cfg": "CFG (cfg 5)",
            "nag": "NAGuidance (cfg 1)"}
-NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5, "flux": 0.5}  # paper: SD1.5 0.1; SDXL-DMD2 0.3-0.6; FLUX.1 not in the paper
-TARGETS = {"flops_sd15": 1.02, "flops_sdxl": 1.02, "flops_flux": 1.10, "wall_clock": 1.10, "peak_memory": 1.05}
+NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5, "flux": 0.5, "sd35": 0.5}  # paper: SD1.5 0.1; SDXL-DMD2 0.3-0.6
+TARGETS = {"flops_sd15": 1.02, "flops_sdxl": 1.02, "flops_flux": 1.10, "flops_sd35": 1.10, "wall_clock": 1.10,
+           "peak_memory": 1.05}
 CFG_SCALE = 5.0
 
 
@@ -118,35 +120,41 @@ def flops_row(family: str, unet: dict, pixels: int, quick: bool) -> dict:
                        "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
 
 
-def flux_flops_row(quick: bool) -> dict:
-    """FLOPs of one step of FLUX.1-schnell at 1024x1024 (128x128 latent of 16 channels: 4096 image tokens) with a
-    256-token T5 positive and negative (+ pooled CLIP 768), shape-only, as ``flops_row``. NASA's extra work is the
-    negative's text stream through every block (its share of the linear layers: 256 / (256 + 4096) tokens) and two
-    small attentions per block (negative queries over [negative | image], image queries over the negative)."""
+JOINT = {  # key: (supported_models class, config, mini config, text tokens, pooled width, name, NASA scale)
+    "flux": ("FluxSchnell", harness.FLUX_SCHNELL, harness.FLUX_MINI, 256, 768, "FLUX.1-schnell", 0.5),
+    "sd35": ("SD3", harness.SD35_MEDIUM, harness.SD35_MINI, 154, 2048, "SD3.5 medium", 0.5)}
+
+
+def joint_flops_row(family: str, quick: bool) -> dict:
+    """FLOPs of one step of FLUX.1-schnell (256 T5 tokens) or SD3.5 medium (154 tokens: CLIP-L/G 77 + T5 77) at
+    1024x1024 (16 x 128 x 128 latent: 4096 image tokens), positive and negative of that length, shape-only, as
+    ``flops_row``. NASA's extra work is the negative's text stream through every block (its share of the linear
+    layers: text / (text + 4096) tokens) and two small attentions per block (negative queries over
+    [negative | image], image queries over the negative)."""
+    cls, full, mini, tokens, pooled, name, _ = JOINT[family]
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    patcher = harness.build(comfy.supported_models.FluxSchnell(dict(harness.FLUX_MINI if quick else
-                                                                    harness.FLUX_SCHNELL)), fake)
+    patcher = harness.build(getattr(comfy.supported_models, cls)(dict(mini if quick else full)), fake)
     harness.force_kernel(patcher, host_attention.attention_basic)
     pixels = 64 if quick else 1024
     g = torch.Generator().manual_seed(1)
-    positive, negative = ([[torch.randn(1, 256, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g)}]]
-                          for _ in range(2))
+    positive, negative = ([[torch.randn(1, tokens, 4096, generator=g),
+                            {"pooled_output": torch.randn(1, pooled, generator=g)}]] for _ in range(2))
     shape = (1, 16, pixels // 8, pixels // 8)
     with fake:
         noise = torch.empty(shape)
     latent = torch.zeros(shape)
     sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0])
     raw, per_op = {}, {}
-    for name, (model, cfg) in variants(patcher, negative, "flux").items():
-        raw[name], per_op[name] = harness.count_flops(
+    for column, (model, cfg) in variants(patcher, negative, family).items():
+        raw[column], per_op[column] = harness.count_flops(
             lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-    expected = harness.flux_attention_flops_expected(
+    expected = harness.joint_attention_flops_expected(
         patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
     if per_op["unpatched"].get("bmm", 0) != expected:
         raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
     extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
-    return {"key": "flops_flux", "measure": "FLOPs / step",
-            "model": f"FLUX.1-schnell{' (mini)' if quick else ''} {pixels}x{pixels}, 256 T5 tokens", "unit": "GFLOP",
+    return {"key": f"flops_{family}", "measure": "FLOPs / step",
+            "model": f"{name}{' (mini)' if quick else ''} {pixels}x{pixels}, {tokens} text tokens", "unit": "GFLOP",
             "raw": {k: v / 1e9 for k, v in raw.items()},
             "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
                        "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
@@ -244,22 +252,22 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     rows = [flops_row("sd15", harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 512, quick),
             flops_row("sdxl", harness.SDXL_MINI if quick else harness.SDXL_UNET, 64 if quick else 1024, quick),
-            flux_flops_row(quick)]
+            joint_flops_row("flux", quick), joint_flops_row("sd35", quick)]
     rows += cpu_rows(harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 256, repeats, quick)
     rows = [finish(r) for r in rows]
     table = markdown(rows, quick)
     print(table)
     print()
-    for row in rows[:3]:
+    for row in rows[:4]:
         d = row["detail"]
         extra = ", ".join(f"{op} +{number(n)}" for op, n in d["nasa_extra_gflop_by_op"].items())
         what = ("addmm: the negative's text stream through every block; bmm: its attention over [negative | "
-                "image] and Q K-^T, softmax V-") if row["key"] == "flops_flux" else (
+                "image] and Q K-^T, softmax V-") if row["key"] in ("flops_flux", "flops_sd35") else (
                 "mm: K-/V- projections of the negative; bmm: Q K-^T and softmax V-")
         print(f"{row['model']}: NASA adds {extra} GFLOP ({what}); attention counted "
               f"{number(d['per_op_gflop']['unpatched'].get('bmm', 0))} = expected "
               f"{number(d['attention_gflop_expected'])} GFLOP")
-    cpu = rows[3]["detail"]
+    cpu = rows[4]["detail"]
     print(f"CPU rows: {cpu['threads']} threads, attention kernel {cpu['attention_kernel']}, NASA FLOPs ratio in "
           f"this setting {cpu['flops_ratio_same_setting']['nasa']:.4f}, 1-min load average before/after timing "
           f"{cpu['load_average_1min_before_after']}, max |step - sample_custom| = "

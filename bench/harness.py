@@ -61,6 +61,17 @@ FLUX_SCHNELL = {"image_model": "flux", "guidance_embed": False, "in_channels": 1
                 "depth": 19, "depth_single_blocks": 38, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
                 "qkv_bias": True, "txt_ids_dims": []}
 FLUX_MINI = dict(FLUX_SCHNELL, hidden_size=64, num_heads=4, depth=2, depth_single_blocks=4, axes_dim=[4, 6, 6])
+# SD3.5 medium's MMDiT-X config (24 blocks of width 1536, image self-attention
+# in blocks 0-12, RMS q/k norm, 384x384 position table); --quick: 3 blocks of width 128.
+SD35_MEDIUM = {"in_channels": 16, "patch_size": 2, "depth": 24, "num_blocks": 24, "adm_in_channels": 2048,
+               "pos_embed_max_size": 384, "num_patches": 147456, "pos_embed_scaling_factor": None, "qk_norm": "rms",
+               "context_embedder_config": {"target": "torch.nn.Linear",
+                                           "params": {"in_features": 4096, "out_features": 1536}},
+               "x_block_self_attn_layers": list(range(13))}
+SD35_MINI = dict(SD35_MEDIUM, depth=2, num_blocks=3, pos_embed_max_size=8, num_patches=64,
+                 context_embedder_config={"target": "torch.nn.Linear",
+                                          "params": {"in_features": 4096, "out_features": 128}},
+                 x_block_self_attn_layers=[0])
 
 
 def full_config(family: str, unet: dict):
@@ -226,19 +237,27 @@ class PeakTensorMemory(TorchDispatchMode):
         return out
 
 
-def flux_attention_flops_expected(patcher, run) -> int:
-    """FLOPs of QK^T and AV in every joint attention of an unpatched FLUX model, from the shapes each block sees:
-    2 * 2 * batch * tokens^2 * width, tokens = text + image (double blocks) or the concatenated sequence (single)."""
+def joint_attention_flops_expected(patcher, run) -> int:
+    """FLOPs of QK^T and AV in every attention of an unpatched FLUX / SD3 model, from the shapes each block sees:
+    2 * 2 * batch * tokens^2 * width, tokens = text + image (FLUX double blocks, SD3 joint blocks) or the
+    concatenated sequence (FLUX single blocks); SD3.5's MMDiT-X blocks add an image-only self-attention."""
     from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
+    from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
     total = [0]
 
     def hook(module, args, kwargs):
-        x = kwargs["img"] if isinstance(module, DoubleStreamBlock) else args[0]
-        tokens = x.shape[1] + (kwargs["txt"].shape[1] if isinstance(module, DoubleStreamBlock) else 0)
+        if isinstance(module, JointBlock):
+            txt, x = args[0], args[1]
+            if module.x_block.x_block_self_attn:
+                total[0] += 4 * x.shape[0] * x.shape[1] ** 2 * x.shape[2]
+        else:
+            x = kwargs["img"] if isinstance(module, DoubleStreamBlock) else args[0]
+            txt = kwargs["txt"] if isinstance(module, DoubleStreamBlock) else x[:, :0]
+        tokens = x.shape[1] + txt.shape[1]
         total[0] += 4 * x.shape[0] * tokens * tokens * x.shape[2]
 
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in patcher.model.diffusion_model.modules()
-               if isinstance(m, (DoubleStreamBlock, SingleStreamBlock))]
+               if isinstance(m, (DoubleStreamBlock, SingleStreamBlock, JointBlock))]
     try:
         run()
     finally:

@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = ["unpatched", "nasa", "cfg", "nag"]
-ROWS = ["flops_sd15", "flops_sdxl", "flops_flux", "wall_clock", "peak_memory"]
+ROWS = ["flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35", "wall_clock", "peak_memory"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_table_has_every_row_and_column(result):
 
 
 def test_flops_nasa_above_one_and_two_passes_for_cfg_and_nag(result):
-    for key in ("flops_sd15", "flops_sdxl", "flops_flux"):
+    for key in ("flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35"):
         ratio = rows(result)[key]["ratio"]
         assert ratio["nasa"] > 1.0, key
         assert ratio["nasa"] < ratio["cfg"], key
@@ -58,7 +58,7 @@ def test_flops_nasa_above_one_and_two_passes_for_cfg_and_nag(result):
 
 
 def test_flops_count_attention_and_name_nasa_extra_work(result):
-    for key in ("flops_sd15", "flops_sdxl", "flops_flux"):
+    for key in ("flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35"):
         detail = rows(result)[key]["detail"]
         counted = detail["per_op_gflop"]["unpatched"]["bmm"]
         assert counted > 0 and counted == pytest.approx(detail["attention_gflop_expected"], rel=1e-9)
