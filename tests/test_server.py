@@ -1,60 +1,20 @@
 """End to end in the real host: ComfyUI's own main.py as a server with the pack under custom_nodes/, driven over
 HTTP as a user's browser would drive it, on random-weight SD1.5 stand-in files (tests/standin.py).
 
-One server per session (about 15 s to start on a CPU); every prompt is bounded by a timeout.
+One server per session (the ``comfy`` fixture in conftest.py, about 15 s to start on a CPU); every prompt is
+bounded by a timeout.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import comfy_server
-import standin
 import workflows
-
-PROMPT_TIMEOUT = 300.0
-
-
-@dataclass
-class Session:
-    server: comfy_server.ComfyServer
-    files: dict
-    clip_h: str
-    timings: dict = field(default_factory=dict)
-
-    def run(self, prompt: dict, label: str) -> dict:
-        t0 = time.perf_counter()
-        entry = self.server.run(prompt, timeout=PROMPT_TIMEOUT)
-        self.timings[label] = time.perf_counter() - t0
-        return entry
-
-
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory, request):
-    base = comfy_server.prepare_base(tmp_path_factory.mktemp("comfyui"))
-    t0 = time.perf_counter()
-    files = standin.write_sd15_standins(base / "models")
-    clip_h = standin.write_clip_h_standin(base / "models")
-    write_s = time.perf_counter() - t0
-    server = comfy_server.start(base, timeout=240)
-    try:
-        session = Session(server, files, clip_h)
-        yield session
-    finally:
-        server.stop()
-    sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in standin.file_sizes(base / "models").items())
-    prompts = ", ".join(f"{k} {v:.1f}s" for k, v in session.timings.items())
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():  # shown even in -q
-        print(f"\n[server] start {server.start_seconds:.1f}s; stand-ins written in {write_s:.1f}s: {sizes}"
-              f"\n[server] prompts: {prompts}")
-
+from conftest import Session
 
 LOAD_WARNINGS = ("clip missing", "Missing VAE keys", "unet missing", "unet unexpected", "Could not detect")
 
