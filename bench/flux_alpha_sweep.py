@@ -1,4 +1,4 @@
-"""Where NASA on FLUX.1 stops steering and starts breaking, on tiny random-weight FLUX.1-schnell models.
+"""Where NASA on FLUX.1 (and SD3.5) stops steering and starts breaking, on tiny random-weight models.
 
     .host/venv/bin/python bench/flux_alpha_sweep.py
 
@@ -6,7 +6,8 @@ Random weights make no pictures, so "breaks" is measured against the model's own
 swapping the positive prompt for another makes (``prompt swap``). For each alpha and block choice the table gives
 ||NASA - unpatched|| / ||prompt swap - unpatched|| of the 4-step euler result at cfg 1 (1.0 = NASA moves the image as
 much as a different prompt would) and the output's standard deviation over the unpatched one (a blow-up shows as
-> 1). Two sizes: depth 2+2 at width 64 and depth 4+8 at width 128 (more blocks compound more).
+> 1). FLUX: depth 2+2 at width 64 and depth 4+8 at width 128 (more blocks compound more); SD3.5: the 3-block
+MMDiT-X of tests/test_sd3.py.
 """
 from __future__ import annotations
 
@@ -34,12 +35,19 @@ def cond(tokens, seed):
 
 
 def main():
+    from test_sd3 import sd3_cond, tiny_sd3
+
     pos, other, neg = cond(20, 1), cond(20, 7), cond(12, 2)
-    sizes = {"2+2 blocks, width 64": dict(depth=2, depth_single_blocks=2),
-             "4+8 blocks, width 128": dict(depth=4, depth_single_blocks=8, hidden_size=128, num_heads=4,
-                                           axes_dim=[8, 12, 12])}
+    sizes = {"FLUX 2+2 blocks, width 64": dict(depth=2, depth_single_blocks=2),
+             "FLUX 4+8 blocks, width 128": dict(depth=4, depth_single_blocks=8, hidden_size=128, num_heads=4,
+                                                axes_dim=[8, 12, 12]), "SD3.5 MMDiT-X 3 blocks, width 128": None}
     for size, cfg in sizes.items():
-        model = tiny.tiny_flux(seed=3, std=0.1, **cfg)
+        if cfg is None:
+            model, (pos, other, neg) = tiny_sd3(seed=3), (sd3_cond(20, 1), sd3_cond(20, 7), sd3_cond(12, 2))
+            CHOICES.pop("double only")
+            CHOICES["blocks joint.0-1"] = {"blocks": "joint.0-1"}
+        else:
+            model = tiny.tiny_flux(seed=3, std=0.1, **cfg)
         run = lambda m, p=pos: sample(m, p, neg, shape=(16, 16, 16), steps=4)  # noqa: E731
         plain = run(model)
         swap = (run(model, other) - plain).norm()
