@@ -1,6 +1,6 @@
 """Cost of NASA Apply against no negative, CFG and ComfyUI's NAGuidance: one table of ratios, measured in one run.
 
-    .host/venv/bin/python bench/benchmark.py [--quick] [--json out.json] [--repeats N]
+    .host/venv/bin/python bench/benchmark.py [--quick] [--json out.json] [--repeats N] [--rows KEY,...]
 
 Columns (ratios to "unpatched", raw numbers in brackets):
   unpatched   the model as loaded, cfg 1: one pass (ComfyUI skips the negative at cfg 1)
@@ -17,7 +17,10 @@ Rows:
 1. FLOPs of one step on the full-size SD1.5 (512x512: 64x64 latent, 77 x 768 text) and SDXL (1024x1024: 128x128
    latent, 77 x 2048 text, pooled 1280 and ComfyUI's size conditioning) UNets and FLUX.1-schnell (1024x1024: 16 x
    128 x 128 latent, 4096 image tokens, 256 x 4096 T5 text for the positive and the negative, pooled 768; NASA
-   scale 0.5) and SD3.5 medium (1024x1024, 154 x 4096 text: CLIP-L/G 77 + T5 77, pooled 2048; NASA scale 0.5),
+   scale 0.5) and SD3.5 medium (1024x1024, 154 x 4096 text: CLIP-L/G 77 + T5 77, pooled 2048; NASA scale 0.5)
+   and PixArt-alpha XL-2-1024 (1024x1024: 4 x 128 x 128 latent, 4096 image tokens, 120 x 4096 T5 text; NASA scale
+   0.5) and Wan 2.1 T2V 1.3B (832x480, 33 frames: 16 x 9 x 60 x 104 latent, 14040 video tokens, 512 x 4096 umt5
+   text; NASA scale 0.5, not in the paper; the FLOPs do not depend on it),
    built by ComfyUI's own classes with the configs its checkpoint detection yields, as shape-only FakeTensors (no weights allocated, no arithmetic),
    counted with torch.utils.flop_counter.FlopCounterMode. Attention kernel: on this CPU ComfyUI picks
    attention_sub_quad (chunk sizes depend on free RAM) and torch's counter has no formula for the CPU SDPA kernel
@@ -40,7 +43,8 @@ Rows:
    is exact and deterministic, unlike process RSS, which glibc's allocator caching and the 3.4 GB of weights blur.
    Not seen: kernel-internal scratch that never becomes a tensor.
 
---quick runs the same rows on miniature SD1.5 / SDXL layouts at 64x64 with 2 rounds (a smoke run for tests).
+--quick runs the same rows on miniature layouts (SD1.5 / SDXL / FLUX / SD3.5 / Wan at 64x64, PixArt at 512x512,
+whose position table needs it) with 2 rounds (a smoke run for tests). --rows KEY,... runs only those rows.
 """
 from __future__ import annotations
 
@@ -72,9 +76,10 @@ import harness  # noqa: E402
 
 COLUMNS = {"unpatched": "unpatched (cfg 1)", "nasa": "NASA Apply (cfg 1)", "cfg": "CFG (cfg 5)",
            "nag": "NAGuidance (cfg 1)"}
-NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5, "flux": 0.5, "sd35": 0.5}  # paper: SD1.5 0.1; SDXL-DMD2 0.3-0.6
-TARGETS = {"flops_sd15": 1.02, "flops_sdxl": 1.02, "flops_flux": 1.10, "flops_sd35": 1.10, "wall_clock": 1.10,
-           "peak_memory": 1.05}
+# paper: SD1.5 0.1; SDXL-DMD2 0.3-0.6; PixArt-alpha 0.5. Wan is not in the paper (0.5 here; FLOPs do not depend on it)
+NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5, "flux": 0.5, "sd35": 0.5, "pixart": 0.5, "wan": 0.5}
+TARGETS = {"flops_sd15": 1.02, "flops_sdxl": 1.02, "flops_flux": 1.10, "flops_sd35": 1.10, "flops_pixart": 1.03,
+           "flops_wan": 1.03, "wall_clock": 1.10, "peak_memory": 1.05}
 CFG_SCALE = 5.0
 
 
@@ -156,6 +161,58 @@ def joint_flops_row(family: str, quick: bool) -> dict:
     return {"key": f"flops_{family}", "measure": "FLOPs / step",
             "model": f"{name}{' (mini)' if quick else ''} {pixels}x{pixels}, {tokens} text tokens", "unit": "GFLOP",
             "raw": {k: v / 1e9 for k, v in raw.items()},
+            "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
+                       "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
+                       "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
+
+
+DIT = {  # key: (supported_models class, config, mini config, text tokens, latent (C, [frames,] H, W) full / mini, name)
+    "pixart": ("PixArtAlpha", harness.PIXART_ALPHA_1024, harness.PIXART_MINI, 120, (4, 128, 128), (4, 64, 64),
+               "PixArt-alpha 1024x1024"),
+    "wan": ("WAN21_T2V", harness.WAN21_T2V_1_3B, harness.WAN_MINI, 512, (16, 9, 60, 104), (16, 2, 8, 8),
+            "Wan 2.1 T2V 1.3B 832x480, 33 frames")}
+
+
+def dit_flops_row(family: str, quick: bool) -> dict:
+    """FLOPs of one step of PixArt-alpha (1024x1024: 4 x 128 x 128 latent, 4096 image tokens, 120 T5 tokens) or
+    Wan 2.1 T2V 1.3B (832x480, 33 frames: 16 x 9 x 60 x 104 latent, 9 x 30 x 52 = 14040 video tokens, 512 umt5
+    tokens), positive and negative of that length, shape-only, as ``flops_row``. These DiTs have separate text
+    cross-attention layers, so NASA's extra work is the negative's text embedding (PixArt ``y_embedder``, Wan
+    ``text_embedding``), its K/V projections in every cross-attention and Q K-^T, softmax V- there.
+    PixArt's attention layers call ``comfy.ldm.pixart.blocks.optimized_attention`` without transformer_options
+    (ComfyUI's override hook does not reach them), so that module attribute is set to attention_basic for the row
+    (NASA's PixArt kernel reads the same attribute at call time) and restored after."""
+    import comfy.ldm.pixart.blocks as pixart_blocks
+    cls, full, mini, tokens, latent_full, latent_mini, name = DIT[family]
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    patcher = harness.build(getattr(comfy.supported_models, cls)(dict(mini if quick else full)), fake)
+    harness.force_kernel(patcher, host_attention.attention_basic)
+    g = torch.Generator().manual_seed(1)
+    positive, negative = ([[torch.randn(1, tokens, 4096, generator=g), {}]] for _ in range(2))
+    shape = (1,) + (latent_mini if quick else latent_full)
+    with fake:
+        noise = torch.empty(shape)
+    latent = torch.zeros(shape)
+    sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0])
+    saved = pixart_blocks.optimized_attention
+    pixart_blocks.optimized_attention = host_attention.attention_basic
+    try:
+        raw, per_op = {}, {}
+        for column, (model, cfg) in variants(patcher, negative, family).items():
+            raw[column], per_op[column] = harness.count_flops(
+                lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
+        expected = harness.dit_attention_flops_expected(
+            patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
+    finally:
+        pixart_blocks.optimized_attention = saved
+    if per_op["unpatched"].get("bmm", 0) != expected:
+        raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
+    extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
+    if quick:
+        name = name.split(" ")[0] + " (mini) " + "x".join(str(n * 8) for n in shape[-1:-3:-1]) + (
+            f", {shape[2]} latent frames" if len(shape) == 5 else "")
+    return {"key": f"flops_{family}", "measure": "FLOPs / step", "model": f"{name}, {tokens} text tokens",
+            "unit": "GFLOP", "raw": {k: v / 1e9 for k, v in raw.items()},
             "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
                        "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
                        "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
@@ -246,32 +303,48 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="miniature models at 64x64, 2 rounds (smoke run)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     parser.add_argument("--repeats", type=int, help="timed rounds (default 5, quick 2)")
+    parser.add_argument("--rows", help="only these rows, comma-separated keys (e.g. flops_pixart,flops_wan; "
+                                       "wall_clock or peak_memory runs both CPU rows); default: every row")
     args = parser.parse_args(argv)
     quick = args.quick
     repeats = args.repeats or (2 if quick else 5)
     started = time.perf_counter()
-    rows = [flops_row("sd15", harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 512, quick),
-            flops_row("sdxl", harness.SDXL_MINI if quick else harness.SDXL_UNET, 64 if quick else 1024, quick),
-            joint_flops_row("flux", quick), joint_flops_row("sd35", quick)]
-    rows += cpu_rows(harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 256, repeats, quick)
+    builders = {
+        "flops_sd15": lambda: flops_row("sd15", harness.SD15_MINI if quick else harness.SD15_UNET,
+                                        64 if quick else 512, quick),
+        "flops_sdxl": lambda: flops_row("sdxl", harness.SDXL_MINI if quick else harness.SDXL_UNET,
+                                        64 if quick else 1024, quick),
+        "flops_flux": lambda: joint_flops_row("flux", quick), "flops_sd35": lambda: joint_flops_row("sd35", quick),
+        "flops_pixart": lambda: dit_flops_row("pixart", quick), "flops_wan": lambda: dit_flops_row("wan", quick)}
+    wanted = set(args.rows.split(",")) if args.rows else set(builders) | {"wall_clock", "peak_memory"}
+    unknown = wanted - set(builders) - {"wall_clock", "peak_memory"}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; known: {sorted(builders)} wall_clock peak_memory")
+    rows = [build() for key, build in builders.items() if key in wanted]
+    if wanted & {"wall_clock", "peak_memory"}:
+        rows += cpu_rows(harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 256, repeats, quick)
     rows = [finish(r) for r in rows]
     table = markdown(rows, quick)
     print(table)
     print()
-    for row in rows[:4]:
+    flops_rows = [row for row in rows if row["key"].startswith("flops_")]
+    for row in flops_rows:
         d = row["detail"]
         extra = ", ".join(f"{op} +{number(n)}" for op, n in d["nasa_extra_gflop_by_op"].items())
         what = ("addmm: the negative's text stream through every block; bmm: its attention over [negative | "
                 "image] and Q K-^T, softmax V-") if row["key"] in ("flops_flux", "flops_sd35") else (
+                "addmm: the negative's text embedding and K-/V- projections; bmm: Q K-^T and softmax V-"
+                ) if row["key"] in ("flops_pixart", "flops_wan") else (
                 "mm: K-/V- projections of the negative; bmm: Q K-^T and softmax V-")
         print(f"{row['model']}: NASA adds {extra} GFLOP ({what}); attention counted "
               f"{number(d['per_op_gflop']['unpatched'].get('bmm', 0))} = expected "
               f"{number(d['attention_gflop_expected'])} GFLOP")
-    cpu = rows[4]["detail"]
-    print(f"CPU rows: {cpu['threads']} threads, attention kernel {cpu['attention_kernel']}, NASA FLOPs ratio in "
-          f"this setting {cpu['flops_ratio_same_setting']['nasa']:.4f}, 1-min load average before/after timing "
-          f"{cpu['load_average_1min_before_after']}, max |step - sample_custom| = "
-          f"{max(cpu['max_abs_diff_vs_sample_custom'].values()):.2e}; total {time.perf_counter() - started:.0f} s")
+    if len(rows) > len(flops_rows):
+        cpu = rows[len(flops_rows)]["detail"]
+        print(f"CPU rows: {cpu['threads']} threads, attention kernel {cpu['attention_kernel']}, NASA FLOPs ratio in "
+              f"this setting {cpu['flops_ratio_same_setting']['nasa']:.4f}, 1-min load average before/after timing "
+              f"{cpu['load_average_1min_before_after']}, max |step - sample_custom| = "
+              f"{max(cpu['max_abs_diff_vs_sample_custom'].values()):.2e}; total {time.perf_counter() - started:.0f} s")
     result = {"quick": quick, "columns": COLUMNS, "rows": rows, "markdown": table,
               "torch": torch.__version__, "seconds": time.perf_counter() - started}
     if args.json:

@@ -10,6 +10,8 @@ conditioning and ``model_sampling`` stay real tensors: NASA reads the sigma as a
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -27,6 +29,7 @@ import comfy.sample
 import comfy.sampler_helpers
 import comfy.samplers
 import comfy.supported_models
+import comfy.utils
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 CPU = torch.device("cpu")
@@ -73,6 +76,21 @@ SD35_MINI = dict(SD35_MEDIUM, depth=2, num_blocks=3, pos_embed_max_size=8, num_p
                                           "params": {"in_features": 4096, "out_features": 128}},
                  x_block_self_attn_layers=[0])
 
+# PixArt-XL-2-1024-MS (PixArt-alpha) as comfy/model_detection.py reads it from the checkpoint: 28 blocks of width
+# 1152, 16 heads, patch 2, pos_embed 64x64 -> input_size 128, pe_interpolation 128 // 64 = 2, 120-token y_embedding,
+# ar_embedder -> micro-conditioning; T5-XXL caption width 4096 (PixArtMS default). --quick: 2 blocks of width 48 at
+# 512x512 (PixArt's position table needs a latent of at least ~33 pixels a side: base_size = round(side / 64) * 64).
+PIXART_ALPHA_1024 = {"image_model": "pixart_alpha", "num_heads": 16, "patch_size": 2, "hidden_size": 1152,
+                     "in_channels": 4, "depth": 28, "model_max_length": 120, "input_size": 128,
+                     "pe_interpolation": 2, "micro_condition": True}
+PIXART_MINI = dict(PIXART_ALPHA_1024, num_heads=3, hidden_size=48, depth=2, input_size=64, pe_interpolation=1)
+# Wan 2.1 T2V 1.3B as comfy/model_detection.py reads it: 30 layers of width 1536, 12 heads (dim // 128), ffn 8960,
+# umt5 text width 4096 (WanModel default), 16-channel latent in and out. --quick: 2 layers of width 32.
+WAN21_T2V_1_3B = {"image_model": "wan2.1", "model_type": "t2v", "dim": 1536, "out_dim": 16, "num_heads": 12,
+                  "ffn_dim": 8960, "num_layers": 30, "patch_size": (1, 2, 2), "freq_dim": 256,
+                  "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16}
+WAN_MINI = dict(WAN21_T2V_1_3B, dim=32, num_heads=2, ffn_dim=64, num_layers=2)
+
 
 def full_config(family: str, unet: dict):
     """ComfyUI's model config for ``unet``, found the way a checkpoint load finds it (state-dict detection)."""
@@ -98,13 +116,42 @@ def mini_config(family: str, unet: dict):
 def build(config, fake: FakeTensorMode | None = None, seed: int = 0):
     """A ModelPatcher on the CPU: shape-only weights under ``fake``, else seeded random fp32 weights."""
     config.set_inference_dtype(torch.float32, None)
-    with fake if fake is not None else contextlib.nullcontext():
+    with fake if fake is not None else contextlib.nullcontext(), real_linspace(fake):
         model = config.get_model({})
     # Real model_sampling: NASA Apply turns start/end percents into sigmas with it.
     model.model_sampling = comfy.model_base.model_sampling(config, model.model_type)
     if fake is None:
         init_weights(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+
+
+@contextlib.contextmanager
+def real_linspace(fake):
+    """PixArtMS.__init__ reads its drop-path rates with ``[x.item() for x in torch.linspace(0, drop_path, depth)]``,
+    which a FakeTensor cannot answer (data-dependent). Under ``fake``, torch.linspace runs for real while the model
+    is built and, when called from pixartms.py, gives its values as numbers with ``.item()`` (PixArt's drop-path
+    rates); every other call and everything else stays as it was, shape-only."""
+    if fake is None:
+        yield
+        return
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    linspace = torch.linspace
+
+    class Number(float):  # a float that answers .item() like a 0-d tensor element
+        def item(self):
+            return float(self)
+
+    def real(*args, **kwargs):
+        if not sys._getframe(1).f_code.co_filename.endswith(os.path.join("pixart", "pixartms.py")):
+            return linspace(*args, **kwargs)
+        with unset_fake_temporarily():
+            return [Number(v) for v in linspace(*args, **kwargs).tolist()]
+
+    torch.linspace = real
+    try:
+        yield
+    finally:
+        torch.linspace = linspace
 
 
 def init_weights(module: torch.nn.Module, seed: int) -> None:
@@ -150,7 +197,9 @@ def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: i
     """One sampler step through ComfyUI: ``CFGGuider.sample`` -> ``outer_sample`` -> ``inner_sample`` with the same
     calls, except that ``prepare_sampling`` (which moves weights with ``load_models_gpu``; fake weights cannot be
     moved) is replaced by using the model where it is. Conds are converted, hooked, encoded (``process_conds``) and
-    batched (``sampling_function`` / ``calc_cond_batch``, so the cfg=1 shortcut and NAG's opt-out are real)."""
+    batched (``sampling_function`` / ``calc_cond_batch``, so the cfg=1 shortcut and NAG's opt-out are real).
+    The patcher's object patches (NASA's PixArt / Wan cross-attention forwards), which ``load_models_gpu`` would set
+    through ``patch_model``, are set on the model for the step and restored after, as ``unpatch_model`` does."""
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
@@ -160,12 +209,15 @@ def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: i
     comfy.sampler_helpers.prepare_model_patcher(patcher, guider.conds, guider.model_options)
     comfy.samplers.filter_registered_hooks_on_conds(guider.conds, guider.model_options)
     guider.inner_model = patcher.model
+    backup = {k: comfy.utils.set_attr(patcher.model, k, v) for k, v in patcher.object_patches.items()}
     patcher.pre_run()
     try:
         return guider.inner_sample(noise, latent, patcher.load_device, SAMPLER, sigmas, None, None, True, seed)
     finally:
         patcher.cleanup()
         patcher.restore_hook_patches()
+        for k, old in backup.items():
+            comfy.utils.set_attr(patcher.model, k, old)
 
 
 def real_sample(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: int = 0):
@@ -258,6 +310,38 @@ def joint_attention_flops_expected(patcher, run) -> int:
 
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in patcher.model.diffusion_model.modules()
                if isinstance(m, (DoubleStreamBlock, SingleStreamBlock, JointBlock))]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def dit_attention_flops_expected(patcher, run) -> int:
+    """FLOPs of QK^T and AV in every attention of an unpatched PixArt or Wan model, from the shapes each layer
+    sees: 2 * 2 * batch * tokens_q * tokens_k * width. PixArt's cross-attention gets the batch's text laid end to
+    end as (1, batch * T, C), so its term is 4 * N * (batch * T) * C."""
+    from comfy.ldm.pixart.blocks import AttentionKVCompress, MultiHeadCrossAttention
+    from comfy.ldm.wan.model import WanSelfAttention, WanT2VCrossAttention
+    total = [0]
+
+    def hook(module, args, kwargs):
+        x = args[0] if args else kwargs["x"]
+        if isinstance(module, MultiHeadCrossAttention):
+            cond = args[1] if len(args) > 1 else kwargs["cond"]
+            total[0] += 4 * x.shape[1] * cond.shape[0] * cond.shape[1] * x.shape[2]
+        elif isinstance(module, WanT2VCrossAttention):
+            context = args[1] if len(args) > 1 else kwargs["context"]
+            total[0] += 4 * x.shape[0] * x.shape[1] * context.shape[1] * x.shape[2]
+        else:
+            if getattr(module, "sr_ratio", 1) > 1:
+                raise RuntimeError("KV-compressed self-attention is not counted here")
+            total[0] += 4 * x.shape[0] * x.shape[1] ** 2 * x.shape[2]
+
+    kinds = (AttentionKVCompress, MultiHeadCrossAttention, WanSelfAttention)
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in patcher.model.diffusion_model.modules()
+               if isinstance(m, kinds)]
     try:
         run()
     finally:

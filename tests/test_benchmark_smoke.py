@@ -1,4 +1,4 @@
-"""Smoke run of bench/benchmark.py --quick (miniature SD1.5/SDXL layouts) in a subprocess of its own.
+"""Smoke run of bench/benchmark.py --quick (miniature SD1.5/SDXL/FLUX/SD3.5/PixArt/Wan layouts) in a subprocess.
 
 Checks the table's shape and the measured FLOP relations, never a timing: NASA costs more than the unpatched
 model (Z- is extra work) and CFG / NAGuidance cost two passes (ComfyUI's cfg-1 shortcut is off for them).
@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = ["unpatched", "nasa", "cfg", "nag"]
-ROWS = ["flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35", "wall_clock", "peak_memory"]
+FLOPS_ROWS = ["flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35", "flops_pixart", "flops_wan"]
+ROWS = FLOPS_ROWS + ["wall_clock", "peak_memory"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_table_has_every_row_and_column(result):
 
 
 def test_flops_nasa_above_one_and_two_passes_for_cfg_and_nag(result):
-    for key in ("flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35"):
+    for key in FLOPS_ROWS:
         ratio = rows(result)[key]["ratio"]
         assert ratio["nasa"] > 1.0, key
         assert ratio["nasa"] < ratio["cfg"], key
@@ -58,7 +59,7 @@ def test_flops_nasa_above_one_and_two_passes_for_cfg_and_nag(result):
 
 
 def test_flops_count_attention_and_name_nasa_extra_work(result):
-    for key in ("flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35"):
+    for key in FLOPS_ROWS:
         detail = rows(result)[key]["detail"]
         counted = detail["per_op_gflop"]["unpatched"]["bmm"]
         assert counted > 0 and counted == pytest.approx(detail["attention_gflop_expected"], rel=1e-9)
