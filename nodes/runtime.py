@@ -13,6 +13,7 @@ State never outlives the call: nothing is cached between calls, prompts or clone
 from __future__ import annotations
 
 import contextvars
+from types import MappingProxyType
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
@@ -28,10 +29,11 @@ from .negative import Negative
 STATE_KEY = "nasa"  # transformer_options[STATE_KEY][patch id] -> CallState
 # The same {patch id: CallState} for the duration of one model call, for layers the host calls without
 # transformer_options (PixArt's cross-attention). Empty outside a call.
-_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("nasa_call_states", default={})
+# The default is read-only so that no caller can turn it into state shared across calls.
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("nasa_call_states", default=MappingProxyType({}))
 
 
-def active_states() -> dict:
+def active_states():
     """{patch id: CallState} of the model call running now (empty outside a NASA call)."""
     return _ACTIVE.get()
 

@@ -21,6 +21,17 @@ def naive_attention(q, k, v, heads):
     return (w @ v).transpose(1, 2).reshape(b, n, inner)
 
 
+def lin(linear, t):
+    """A host Linear applied by hand in float64."""
+    out = t.double() @ linear.weight.double().T
+    return out if linear.bias is None else out + linear.bias.double()
+
+
+def close(a, b, rel=1e-4):
+    """Max abs difference within ``rel`` of ``b``'s largest magnitude."""
+    return (a - b).abs().max().item() <= rel * b.abs().max().item()
+
+
 def layer_weight(linear):
     w = linear.weight
     return w.double()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny
+from reference import close, lin
 from sampling import chunk, recording, sample
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -28,11 +29,6 @@ def run(model, pos, neg, **kw):
 def cond(tokens, seed, batch=1):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(batch, tokens, 4096, generator=g), {"pooled_output": torch.randn(batch, 768, generator=g)}]]
-
-
-def lin(linear, t):
-    out = t.double() @ linear.weight.double().T
-    return out if linear.bias is None else out + linear.bias.double()
 
 
 def rms(norm, t):
@@ -181,10 +177,6 @@ def flux_reference(model, negatives):
 
 def every(kind, i):  # steer in every block
     return True
-
-
-def close(a, b, rel=1e-4):
-    return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny
-from reference import naive_attention
+from reference import close, lin, naive_attention
 from sampling import chunk, recording, sample
 
 from nasa_pack.nodes import runtime
@@ -24,11 +24,6 @@ SIZE = 40  # PixArt's position embedding needs (H + W) / 2 >= 32 latent pixels (
 
 def run(model, pos, neg, **kw):
     return sample(model, pos, neg, size=SIZE, **kw)
-
-
-def lin(linear, t):
-    out = t.double() @ linear.weight.double().T
-    return out if linear.bias is None else out + linear.bias.double()
 
 
 def embed(dm, tokens):
@@ -83,10 +78,6 @@ def pixart_reference(model, negatives, blocks=None):
     finally:
         for h in handles:
             h.remove()
-
-
-def close(a, b, rel=1e-4):
-    return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
 
 @pytest.fixture(scope="module")

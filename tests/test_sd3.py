@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from sampling import chunk, recording, sample
-from test_flux import close, cond, lin, ln, positive_rows
+from reference import close, lin
+from test_flux import cond, ln, positive_rows
 
 from nasa_pack.nodes.apply import apply_nasa
 

@@ -3,16 +3,12 @@ import pytest
 import torch
 
 import tiny
-from reference import nasa_reference
+from reference import close, nasa_reference
 from sampling import sample
 
 from nasa_pack.nodes.apply import apply_nasa
 
 FAMILIES = ["sd15", "sd2", "sdxl"]
-
-
-def close(a, b, rel):
-    return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

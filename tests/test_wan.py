@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny
-from reference import naive_attention
+from reference import close, lin, naive_attention
 from sampling import chunk, recording, sample
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -22,11 +22,6 @@ SHAPE = tiny.WAN_LATENT
 
 def run(model, pos, neg, **kw):
     return sample(model, pos, neg, shape=SHAPE, **kw)
-
-
-def lin(linear, t):
-    out = t.double() @ linear.weight.double().T
-    return out if linear.bias is None else out + linear.bias.double()
 
 
 def rms(norm, t):
@@ -71,10 +66,6 @@ def wan_reference(model, negatives, blocks=None):
     finally:
         for h in handles:
             h.remove()
-
-
-def close(a, b, rel=1e-4):
-    return (a - b).abs().max().item() <= rel * b.abs().max().item()
 
 
 @pytest.fixture(scope="module")
