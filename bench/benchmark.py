@@ -2,49 +2,8 @@
 
     .host/venv/bin/python bench/benchmark.py [--quick] [--json out.json] [--repeats N] [--rows KEY,...]
 
-Columns (ratios to "unpatched", raw numbers in brackets):
-  unpatched   the model as loaded, cfg 1: one pass (ComfyUI skips the negative at cfg 1)
-  NASA Apply  apply_nasa(model, 77-token negative, paper scale), cfg 1: one pass with Z = Z+ - alpha Z- inside
-  CFG         the unpatched model at cfg 5: cond + uncond, two passes batched into one call
-  NAGuidance  comfy_extras NAGuidance node (defaults 5 / 0.5 / 1.5), cfg 1: the node disables the cfg-1 shortcut,
-              so the negative runs as a second pass, as with CFG
-
-Every column is one sampler step: ComfyUI's CFGGuider (conds converted, encoded and batched by the host, the
-cfg-1 shortcut, wrappers and attention patches as in a real sampling) evaluating the model once at sigma_max with
-a one-evaluation k-diffusion sampler function (``harness.step``).
-
-Rows:
-1. FLOPs of one step on the full-size SD1.5 (512x512: 64x64 latent, 77 x 768 text) and SDXL (1024x1024: 128x128
-   latent, 77 x 2048 text, pooled 1280 and ComfyUI's size conditioning) UNets and FLUX.1-schnell (1024x1024: 16 x
-   128 x 128 latent, 4096 image tokens, 256 x 4096 T5 text for the positive and the negative, pooled 768; NASA
-   scale 0.5) and SD3.5 medium (1024x1024, 154 x 4096 text: CLIP-L/G 77 + T5 77, pooled 2048; NASA scale 0.5)
-   and PixArt-alpha XL-2-1024 (1024x1024: 4 x 128 x 128 latent, 4096 image tokens, 120 x 4096 T5 text; NASA scale
-   0.5) and Wan 2.1 T2V 1.3B (832x480, 33 frames: 16 x 9 x 60 x 104 latent, 14040 video tokens, 512 x 4096 umt5
-   text; NASA scale 0.5, not in the paper; the FLOPs do not depend on it),
-   built by ComfyUI's own classes with the configs its checkpoint detection yields, as shape-only FakeTensors (no weights allocated, no arithmetic),
-   counted with torch.utils.flop_counter.FlopCounterMode. Attention kernel: on this CPU ComfyUI picks
-   attention_sub_quad (chunk sizes depend on free RAM) and torch's counter has no formula for the CPU SDPA kernel
-   (aten._scaled_dot_product_flash_attention_for_cpu), so all four columns run ComfyUI's attention_basic (einsum
-   -> bmm, counted exactly) through ComfyUI's ``optimized_attention_override`` transformer option. NASA's own
-   attention call reads the same option. The script checks that the counted bmm FLOPs of the unpatched model equal
-   4 * batch * tokens_q * tokens_k * inner_dim summed over every attention layer, i.e. attention is counted.
-   The counter counts matmul / conv / attention only: softmax, norms, NASA's subtraction and NAG's normalisation
-   are elementwise and count 0 (they are O(tokens * width), well below 1% of a step).
-2. CPU wall-clock of one step: the full SD1.5 architecture with seeded random fp32 weights at 256x256 (32x32
-   latent) and ComfyUI's default CPU attention kernel. One warm-up step per column through the full
-   ``comfy.sample.sample_custom`` path (model loading included), whose output the benchmark's step must reproduce;
-   then ``--repeats`` rounds, each timing every column once in a rotated order. Raw: median seconds per column.
-   Ratio: median over rounds of (column / unpatched in the same round), so that drift and other load on the
-   machine hit both sides of each pair alike; the 1-min load average and the NASA FLOPs ratio of this very
-   setting are printed with it, to tell compute from noise.
-3. Peak memory of one step, same model and input: a TorchDispatchMode (``harness.PeakTensorMemory``) follows
-   every tensor storage allocated during the step and samples the live total after each ATen op; the peak is the
-   step's working memory on top of the weights (the quantity torch.cuda.max_memory_allocated gives on a GPU). It
-   is exact and deterministic, unlike process RSS, which glibc's allocator caching and the 3.4 GB of weights blur.
-   Not seen: kernel-internal scratch that never becomes a tensor.
-
---quick runs the same rows on miniature layouts (SD1.5 / SDXL / FLUX / SD3.5 / Wan at 64x64, PixArt at 512x512,
-whose position table needs it) with 2 rounds (a smoke run for tests). --rows KEY,... runs only those rows.
+Columns, rows and how each is measured (FLOPs on shape-only full-size models, CPU wall-clock, peak tensor
+memory): bench/README.md.
 """
 from __future__ import annotations
 
@@ -72,14 +31,12 @@ from comfy_extras.nodes_nag import NAGuidance  # noqa: E402
 from nasa_pack.nodes.apply import apply_nasa  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import expected_flops  # noqa: E402
 import harness  # noqa: E402
+from report import COLUMNS, TARGETS, finish, markdown, number  # noqa: E402
 
-COLUMNS = {"unpatched": "unpatched (cfg 1)", "nasa": "NASA Apply (cfg 1)", "cfg": "CFG (cfg 5)",
-           "nag": "NAGuidance (cfg 1)"}
 # paper: SD1.5 0.1; SDXL-DMD2 0.3-0.6; PixArt-alpha 0.5. Wan is not in the paper (0.5 here; FLOPs do not depend on it)
 NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5, "flux": 0.5, "sd35": 0.5, "pixart": 0.5, "wan": 0.5}
-TARGETS = {"flops_sd15": 1.02, "flops_sdxl": 1.02, "flops_flux": 1.10, "flops_sd35": 1.10, "flops_pixart": 1.03,
-           "flops_wan": 1.03, "wall_clock": 1.10, "peak_memory": 1.05}
 CFG_SCALE = 5.0
 
 
@@ -112,7 +69,7 @@ def flops_row(family: str, unet: dict, pixels: int, quick: bool) -> dict:
     for name, (model, cfg) in variants(patcher, negative, family).items():
         raw[name], per_op[name] = harness.count_flops(
             lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-    expected = harness.attention_flops_expected(
+    expected = expected_flops.attention_flops_expected(
         patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
     if per_op["unpatched"].get("bmm", 0) != expected:
         raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
@@ -153,7 +110,7 @@ def joint_flops_row(family: str, quick: bool) -> dict:
     for column, (model, cfg) in variants(patcher, negative, family).items():
         raw[column], per_op[column] = harness.count_flops(
             lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-    expected = harness.joint_attention_flops_expected(
+    expected = expected_flops.joint_attention_flops_expected(
         patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
     if per_op["unpatched"].get("bmm", 0) != expected:
         raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
@@ -201,7 +158,7 @@ def dit_flops_row(family: str, quick: bool) -> dict:
         for column, (model, cfg) in variants(patcher, negative, family).items():
             raw[column], per_op[column] = harness.count_flops(
                 lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-        expected = harness.dit_attention_flops_expected(
+        expected = expected_flops.dit_attention_flops_expected(
             patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
     finally:
         pixart_blocks.optimized_attention = saved
@@ -274,30 +231,6 @@ def cpu_rows(unet: dict, pixels: int, repeats: int, quick: bool) -> list:
     ]
 
 
-def finish(row: dict) -> dict:
-    base = row["raw"]["unpatched"]
-    row.setdefault("ratio", {k: v / base for k, v in row["raw"].items()})
-    row["target"] = TARGETS[row["key"]]
-    row["nasa_meets_target"] = row["ratio"]["nasa"] <= row["target"]
-    return row
-
-
-def number(x: float) -> str:
-    return f"{x:,.2f}" if abs(x) >= 10 else f"{x:.4g}"
-
-
-def markdown(rows: list, quick: bool) -> str:
-    head = ["measure", "model"] + list(COLUMNS.values()) + ["NASA target", "met"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [row["measure"], row["model"]]
-        cells += [f"{row['ratio'][k]:.4f} ({number(row['raw'][k])} {row['unit']})" for k in COLUMNS]
-        met = "n/a (quick)" if quick else ("yes" if row["nasa_meets_target"] else "NO")
-        cells += [f"<= {row['target']:.2f}", met]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="miniature models at 64x64, 2 rounds (smoke run)")
@@ -324,7 +257,7 @@ def main(argv=None) -> dict:
     if wanted & {"wall_clock", "peak_memory"}:
         rows += cpu_rows(harness.SD15_MINI if quick else harness.SD15_UNET, 64 if quick else 256, repeats, quick)
     rows = [finish(r) for r in rows]
-    table = markdown(rows, quick)
+    table = markdown(rows, COLUMNS, quick)
     print(table)
     print()
     flops_rows = [row for row in rows if row["key"].startswith("flops_")]

@@ -20,7 +20,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-import comfy.ldm.modules.attention as host_attention
 import comfy.model_base
 import comfy.model_detection
 import comfy.model_patcher
@@ -226,27 +225,6 @@ def real_sample(patcher, cfg: float, positive, negative, noise, latent, sigmas, 
     return comfy.sample.sample_custom(patcher, noise, cfg, SAMPLER, sigmas, positive, negative, latent, seed=seed)
 
 
-def attention_flops_expected(patcher, run) -> int:
-    """FLOPs of QK^T and AV in every attention of the unpatched model, from the shapes each CrossAttention sees:
-    2 * 2 * batch * tokens_q * tokens_k * inner_dim. Compared with the counted bmm FLOPs, this shows that the
-    attention kernel was counted (an uncounted kernel, e.g. CPU SDPA, would leave bmm at 0)."""
-    total = [0]
-
-    def hook(module, args, kwargs):
-        x = args[0]
-        context = kwargs.get("context") if kwargs.get("context") is not None else x
-        total[0] += 4 * x.shape[0] * x.shape[1] * context.shape[1] * module.to_q.out_features
-
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
-               for m in patcher.model.diffusion_model.modules() if isinstance(m, host_attention.CrossAttention)]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
-
-
 def count_flops(run):
     """(total FLOPs, {op name: FLOPs}) of ``run()`` under torch's FlopCounterMode (matmul, conv and attention
     kernels; elementwise ops such as softmax, norms, NASA's subtraction or NAG's normalisation count 0)."""
@@ -287,64 +265,3 @@ class PeakTensorMemory(TorchDispatchMode):
             self.current += storage.nbytes()
         self.peak = max(self.peak, self.current)
         return out
-
-
-def joint_attention_flops_expected(patcher, run) -> int:
-    """FLOPs of QK^T and AV in every attention of an unpatched FLUX / SD3 model, from the shapes each block sees:
-    2 * 2 * batch * tokens^2 * width, tokens = text + image (FLUX double blocks, SD3 joint blocks) or the
-    concatenated sequence (FLUX single blocks); SD3.5's MMDiT-X blocks add an image-only self-attention."""
-    from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
-    from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
-    total = [0]
-
-    def hook(module, args, kwargs):
-        if isinstance(module, JointBlock):
-            txt, x = args[0], args[1]
-            if module.x_block.x_block_self_attn:
-                total[0] += 4 * x.shape[0] * x.shape[1] ** 2 * x.shape[2]
-        else:
-            x = kwargs["img"] if isinstance(module, DoubleStreamBlock) else args[0]
-            txt = kwargs["txt"] if isinstance(module, DoubleStreamBlock) else x[:, :0]
-        tokens = x.shape[1] + txt.shape[1]
-        total[0] += 4 * x.shape[0] * tokens * tokens * x.shape[2]
-
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in patcher.model.diffusion_model.modules()
-               if isinstance(m, (DoubleStreamBlock, SingleStreamBlock, JointBlock))]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
-
-
-def dit_attention_flops_expected(patcher, run) -> int:
-    """FLOPs of QK^T and AV in every attention of an unpatched PixArt or Wan model, from the shapes each layer
-    sees: 2 * 2 * batch * tokens_q * tokens_k * width. PixArt's cross-attention gets the batch's text laid end to
-    end as (1, batch * T, C), so its term is 4 * N * (batch * T) * C."""
-    from comfy.ldm.pixart.blocks import AttentionKVCompress, MultiHeadCrossAttention
-    from comfy.ldm.wan.model import WanSelfAttention, WanT2VCrossAttention
-    total = [0]
-
-    def hook(module, args, kwargs):
-        x = args[0] if args else kwargs["x"]
-        if isinstance(module, MultiHeadCrossAttention):
-            cond = args[1] if len(args) > 1 else kwargs["cond"]
-            total[0] += 4 * x.shape[1] * cond.shape[0] * cond.shape[1] * x.shape[2]
-        elif isinstance(module, WanT2VCrossAttention):
-            context = args[1] if len(args) > 1 else kwargs["context"]
-            total[0] += 4 * x.shape[0] * x.shape[1] * context.shape[1] * x.shape[2]
-        else:
-            if getattr(module, "sr_ratio", 1) > 1:
-                raise RuntimeError("KV-compressed self-attention is not counted here")
-            total[0] += 4 * x.shape[0] * x.shape[1] ** 2 * x.shape[2]
-
-    kinds = (AttentionKVCompress, MultiHeadCrossAttention, WanSelfAttention)
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in patcher.model.diffusion_model.modules()
-               if isinstance(m, kinds)]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
