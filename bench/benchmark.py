@@ -58,6 +58,24 @@ def inputs(family: str, pixels: int, fake=None):
     return harness.conditioning(family, 1), harness.conditioning(family, 2), noise, torch.zeros(shape)
 
 
+def count_columns(patcher, family: str, step_inputs: tuple, expected_fn) -> dict:
+    """FLOPs of one step for every column, as a row's measure/unit/raw/detail fields. ``expected_fn`` gives the
+    unpatched model's attention FLOPs from layer shapes; the counted bmm must equal it (attention fully counted)."""
+    positive, negative, noise, latent, sigmas = step_inputs
+    raw, per_op = {}, {}
+    for column, (model, cfg) in variants(patcher, negative, family).items():
+        raw[column], per_op[column] = harness.count_flops(
+            lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
+    expected = expected_fn(patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
+    if per_op["unpatched"].get("bmm", 0) != expected:
+        raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
+    extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
+    return {"measure": "FLOPs / step", "unit": "GFLOP", "raw": {k: v / 1e9 for k, v in raw.items()},
+            "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
+                       "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
+                       "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
+
+
 def flops_row(family: str, unet: dict, pixels: int, quick: bool) -> dict:
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     config = harness.mini_config(family, unet) if quick else harness.full_config(family, unet)
@@ -65,21 +83,10 @@ def flops_row(family: str, unet: dict, pixels: int, quick: bool) -> dict:
     harness.force_kernel(patcher, host_attention.attention_basic)
     positive, negative, noise, latent = inputs(family, pixels, fake)
     sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0])
-    raw, per_op = {}, {}
-    for name, (model, cfg) in variants(patcher, negative, family).items():
-        raw[name], per_op[name] = harness.count_flops(
-            lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-    expected = expected_flops.attention_flops_expected(
-        patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
-    if per_op["unpatched"].get("bmm", 0) != expected:
-        raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
-    extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
+    counted = count_columns(patcher, family, (positive, negative, noise, latent, sigmas),
+                            expected_flops.attention_flops_expected)
     name = {"sd15": "SD1.5", "sdxl": "SDXL"}[family] + (" (mini)" if quick else "")
-    return {"key": f"flops_{family}", "measure": "FLOPs / step", "model": f"{name} {pixels}x{pixels}",
-            "unit": "GFLOP", "raw": {k: v / 1e9 for k, v in raw.items()},
-            "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
-                       "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
-                       "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
+    return {"key": f"flops_{family}", "model": f"{name} {pixels}x{pixels}", **counted}
 
 
 JOINT = {  # key: (supported_models class, config, mini config, text tokens, pooled width, name, NASA scale)
@@ -106,21 +113,10 @@ def joint_flops_row(family: str, quick: bool) -> dict:
         noise = torch.empty(shape)
     latent = torch.zeros(shape)
     sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0])
-    raw, per_op = {}, {}
-    for column, (model, cfg) in variants(patcher, negative, family).items():
-        raw[column], per_op[column] = harness.count_flops(
-            lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-    expected = expected_flops.joint_attention_flops_expected(
-        patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
-    if per_op["unpatched"].get("bmm", 0) != expected:
-        raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
-    extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
-    return {"key": f"flops_{family}", "measure": "FLOPs / step",
-            "model": f"{name}{' (mini)' if quick else ''} {pixels}x{pixels}, {tokens} text tokens", "unit": "GFLOP",
-            "raw": {k: v / 1e9 for k, v in raw.items()},
-            "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
-                       "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
-                       "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
+    counted = count_columns(patcher, family, (positive, negative, noise, latent, sigmas),
+                            expected_flops.joint_attention_flops_expected)
+    return {"key": f"flops_{family}",
+            "model": f"{name}{' (mini)' if quick else ''} {pixels}x{pixels}, {tokens} text tokens", **counted}
 
 
 DIT = {  # key: (supported_models class, config, mini config, text tokens, latent (C, [frames,] H, W) full / mini, name)
@@ -154,25 +150,14 @@ def dit_flops_row(family: str, quick: bool) -> dict:
     saved = pixart_blocks.optimized_attention
     pixart_blocks.optimized_attention = host_attention.attention_basic
     try:
-        raw, per_op = {}, {}
-        for column, (model, cfg) in variants(patcher, negative, family).items():
-            raw[column], per_op[column] = harness.count_flops(
-                lambda: harness.step(model, cfg, positive, negative, noise, latent, sigmas))
-        expected = expected_flops.dit_attention_flops_expected(
-            patcher, lambda: harness.step(patcher, 1.0, positive, negative, noise, latent, sigmas))
+        counted = count_columns(patcher, family, (positive, negative, noise, latent, sigmas),
+                                expected_flops.dit_attention_flops_expected)
     finally:
         pixart_blocks.optimized_attention = saved
-    if per_op["unpatched"].get("bmm", 0) != expected:
-        raise RuntimeError(f"attention not fully counted: bmm {per_op['unpatched'].get('bmm', 0)} != {expected}")
-    extra = {op: per_op["nasa"].get(op, 0) - per_op["unpatched"].get(op, 0) for op in per_op["nasa"]}
     if quick:
         name = name.split(" ")[0] + " (mini) " + "x".join(str(n * 8) for n in shape[-1:-3:-1]) + (
             f", {shape[2]} latent frames" if len(shape) == 5 else "")
-    return {"key": f"flops_{family}", "measure": "FLOPs / step", "model": f"{name}, {tokens} text tokens",
-            "unit": "GFLOP", "raw": {k: v / 1e9 for k, v in raw.items()},
-            "detail": {"per_op_gflop": {k: {op: n / 1e9 for op, n in v.items()} for k, v in per_op.items()},
-                       "nasa_extra_gflop_by_op": {op: n / 1e9 for op, n in extra.items() if n},
-                       "attention_gflop_expected": expected / 1e9, "attention_kernel": "attention_basic (bmm)"}}
+    return {"key": f"flops_{family}", "model": f"{name}, {tokens} text tokens", **counted}
 
 
 def cpu_rows(unet: dict, pixels: int, repeats: int, quick: bool) -> list:
