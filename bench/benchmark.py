@@ -8,6 +8,7 @@ memory): bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -38,12 +39,16 @@ from report import COLUMNS, TARGETS, finish, markdown, number  # noqa: E402
 # paper: SD1.5 0.1; SDXL-DMD2 0.3-0.6; PixArt-alpha 0.5. Wan is not in the paper (0.5 here; FLOPs do not depend on it)
 NASA_SCALE = {"sd15": 0.1, "sdxl": 0.5, "flux": 0.5, "sd35": 0.5, "pixart": 0.5, "wan": 0.5}
 CFG_SCALE = 5.0
+_JOINT_WHAT = ("addmm: the negative's text stream through every block; bmm: its attention over [negative | image] "
+               "and Q K-^T, softmax V-")
+_DIT_WHAT = "addmm: the negative's text embedding and K-/V- projections; bmm: Q K-^T and softmax V-"
+WHAT = {"flops_flux": _JOINT_WHAT, "flops_sd35": _JOINT_WHAT, "flops_pixart": _DIT_WHAT, "flops_wan": _DIT_WHAT}
 
 
 def variants(patcher, negative, family: str) -> dict:
     """column -> (model, cfg). The sampler's negative input is the same negative for every column."""
     nag = NAGuidance.execute(patcher, nag_scale=5.0, nag_alpha=0.5, nag_tau=1.5).result[0]
-    return {"unpatched": (patcher, 1.0), "nasa": (apply_nasa(patcher, negative, NASA_SCALE[family]), 1.0),
+    return {"unpatched": (patcher, 1.0), "nasa": (apply_nasa(patcher, negative, NASA_SCALE.get(family, 0.5)), 1.0),
             "cfg": (patcher, CFG_SCALE), "nag": (nag, 1.0)}
 
 
@@ -216,6 +221,19 @@ def cpu_rows(unet: dict, pixels: int, repeats: int, quick: bool) -> list:
     ]
 
 
+def family_rows(quick: bool) -> dict:
+    """The rows of the families added after the first six: each ``bench/rows_<family>.py`` declares
+    ``ROWS = {key: (build(quick) -> row, NASA target)}``; their targets join the table's."""
+    import importlib
+
+    builders = {}
+    for path in sorted(Path(__file__).resolve().parent.glob("rows_*.py")):
+        for key, (build, target) in importlib.import_module(path.stem).ROWS.items():
+            TARGETS[key] = target
+            builders[key] = functools.partial(build, quick)
+    return builders
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="miniature models at 64x64, 2 rounds (smoke run)")
@@ -234,6 +252,7 @@ def main(argv=None) -> dict:
                                         64 if quick else 1024, quick),
         "flops_flux": lambda: joint_flops_row("flux", quick), "flops_sd35": lambda: joint_flops_row("sd35", quick),
         "flops_pixart": lambda: dit_flops_row("pixart", quick), "flops_wan": lambda: dit_flops_row("wan", quick)}
+    builders.update(family_rows(quick))
     wanted = set(args.rows.split(",")) if args.rows else set(builders) | {"wall_clock", "peak_memory"}
     unknown = wanted - set(builders) - {"wall_clock", "peak_memory"}
     if unknown:
@@ -249,11 +268,8 @@ def main(argv=None) -> dict:
     for row in flops_rows:
         d = row["detail"]
         extra = ", ".join(f"{op} +{number(n)}" for op, n in d["nasa_extra_gflop_by_op"].items())
-        what = ("addmm: the negative's text stream through every block; bmm: its attention over [negative | "
-                "image] and Q K-^T, softmax V-") if row["key"] in ("flops_flux", "flops_sd35") else (
-                "addmm: the negative's text embedding and K-/V- projections; bmm: Q K-^T and softmax V-"
-                ) if row["key"] in ("flops_pixart", "flops_wan") else (
-                "mm: K-/V- projections of the negative; bmm: Q K-^T and softmax V-")
+        what = row.get("what") or WHAT.get(row["key"], "mm: K-/V- projections of the negative; bmm: Q K-^T and "
+                                                          "softmax V-")
         print(f"{row['model']}: NASA adds {extra} GFLOP ({what}); attention counted "
               f"{number(d['per_op_gflop']['unpatched'].get('bmm', 0))} = expected "
               f"{number(d['attention_gflop_expected'])} GFLOP")
