@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -29,9 +29,12 @@ _UNUSED = ("control", "gligen")
 
 @dataclass(frozen=True)
 class Negative:
-    """One negative entry: its text tokens (1, tokens, width) on the CPU and its weight in the mean of Z-."""
+    """One negative entry: its text tokens (1, tokens, width) on the CPU and its weight in the mean of Z-.
+    ``mask``: the entry's ``attention_mask`` as its text encoder gave it (CPU), for families whose host applies
+    that mask in cross-attention (LTX-Video's T5); None when the entry has none. Other families ignore it."""
     tokens: torch.Tensor
     weight: float
+    mask: Optional[torch.Tensor] = None
 
 
 def read_negative(conditioning, width: int, family: str) -> List[Negative]:
@@ -65,5 +68,7 @@ def read_negative(conditioning, width: int, family: str) -> List[Negative]:
         weight = float(options.get("strength", 1.0))
         if not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"{where} has strength {weight}; NASA needs a positive, finite strength")
-        out.append(Negative(tokens.detach().to("cpu"), weight))
+        mask = options.get("attention_mask")
+        out.append(Negative(tokens.detach().to("cpu"), weight,
+                            mask.detach().to("cpu") if isinstance(mask, torch.Tensor) else None))
     return out
