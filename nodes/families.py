@@ -4,9 +4,9 @@ negative must have), prepare_text(diffusion_model, tokens) (the model's own text
 model call), install(patcher, patch, keys)."""
 from __future__ import annotations
 
-from . import flux, pixart, sd3, unet, wan
+from . import flux, ltxv, pixart, qwen_image, sd3, unet, wan, zimage
 
-FAMILIES = (unet, wan, pixart, flux, sd3)
+FAMILIES = (unet, wan, pixart, flux, sd3, ltxv, qwen_image, zimage)
 
 
 def family_of(patcher):

@@ -1,0 +1,217 @@
+"""NASA Apply on a tiny LTX-Video model (ComfyUI's own LTXV classes, 128-channel video latent, T5 text with its
+attention_mask) equals the paper's math computed by hand in float64, and keeps every promise of the other adapters.
+
+The reference hooks the *unpatched* model's ``attn2`` layers with torch forward hooks: it redoes the q/k RMSNorm,
+per-head softmax attention over the tokens each prompt's attention_mask keeps (positive and negative, each its own
+mask), the negative's ``caption_projection`` and ``to_out`` by hand, and replaces the layer output on the positive
+rows by to_out(Z+ - sum_i alpha_i Z-_i) (paper Eq. 4-6)."""
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny_ltxv
+from reference import close, lin, naive_attention
+from sampling import chunk, recording, sample
+
+from nasa_pack.nodes.apply import apply_nasa
+
+text = tiny_ltxv.conditioning
+
+
+def run(model, pos, neg, **kw):
+    return sample(model, pos, neg, shape=tiny_ltxv.LATENT, **kw)
+
+
+def rms(norm, t):
+    return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight.double()
+
+
+def project(dm, tokens):
+    """LTXV's caption_projection (Linear, GELU tanh, Linear) by hand."""
+    cp = dm.caption_projection
+    return lin(cp.linear_2, F.gelu(lin(cp.linear_1, tokens), approximate="tanh"))
+
+
+def kept(cond):
+    """The token features a CONDITIONING entry's attention_mask keeps (all of them without a mask)."""
+    tokens, options = cond[0], cond[1]
+    mask = options.get("attention_mask")
+    return tokens if mask is None else tokens[:, mask[0].bool()]
+
+
+@contextlib.contextmanager
+def ltxv_reference(model, pos_mask, negatives, blocks=None):
+    """pos_mask: the positive's (1, T) attention_mask or None; negatives: [(alpha, [(entry, weight), ...]), ...];
+    blocks: block numbers to steer (None = all)."""
+    dm = model.model.diffusion_model
+    keep = None if pos_mask is None else pos_mask[0].bool()
+
+    def hook(layer, args, kwargs, output):
+        x, context = args[0], kwargs["context"]
+        chunks = kwargs["transformer_options"].get("cond_or_uncond") or [0]
+        per = x.shape[0] // len(chunks)
+        rows = [i * per + j for i, c in enumerate(chunks) if c == 0 for j in range(per)]
+        if not rows:
+            return output
+        c = context[rows] if keep is None else context[rows][:, keep]
+        q = rms(layer.q_norm, lin(layer.to_q, x[rows]))
+        z = naive_attention(q, rms(layer.k_norm, lin(layer.to_k, c)), lin(layer.to_v, c), layer.heads)
+        for alpha, entries in negatives:
+            total = sum(w for _, w in entries)
+            for entry, w in entries:
+                cn = project(dm, kept(entry).to(x.dtype)).expand(len(rows), -1, -1)
+                zn = naive_attention(q, rms(layer.k_norm, lin(layer.to_k, cn)), lin(layer.to_v, cn), layer.heads)
+                z = z - alpha * (w / total) * zn
+        output = output.clone()
+        output[rows] = lin(layer.to_out[0], z).to(output.dtype)
+        return output
+
+    handles = [b.attn2.register_forward_hook(hook, with_kwargs=True) for i, b in enumerate(dm.transformer_blocks)
+               if blocks is None or i in blocks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def mask_of(cond):
+    return cond[0][1].get("attention_mask")
+
+
+@pytest.fixture(scope="module")
+def ltxv():
+    return tiny_ltxv.model(), text(7, seed=1), text(12, seed=2)
+
+
+def test_scale_zero_is_bit_identical_and_input_untouched(ltxv):
+    model, pos, neg = ltxv
+    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
+    plain = run(model, pos, neg, steps=2)
+    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
+    assert not torch.equal(run(apply_nasa(model, neg, 0.7), pos, neg, steps=2), plain)
+    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
+    assert torch.equal(run(model, pos, neg, steps=2), plain)
+
+
+# (alpha, positive prompt/total tokens, negative prompt/total tokens, negative has a mask): the host's T5 pads to
+# 128 and masks the padding; a long prompt has no padding. Negatives shorter, longer, equal, and without a mask.
+@pytest.mark.parametrize("alpha,pos_len,neg_len,neg_mask", [
+    (0.5, (7, 128), (12, 128), True), (1.0, (20, 128), (150, 150), True), (2.0, (140, 140), (5, 128), True),
+    (0.8, (9, 128), (30, 40), False)])
+def test_matches_hand_computed_nasa(alpha, pos_len, neg_len, neg_mask):
+    model = tiny_ltxv.model(seed=3)
+    pos = text(pos_len[0], total=pos_len[1], seed=1)
+    neg = text(neg_len[0], total=neg_len[1], seed=2)
+    if not neg_mask:
+        del neg[0][1]["attention_mask"]
+    plain = run(model, pos, neg, steps=2)
+    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
+    with ltxv_reference(model, mask_of(pos), [(alpha, [(neg[0], 1.0)])]):
+        expected = run(model, pos, neg, steps=2)
+    assert close(patched, expected)
+    # The check can fail: NASA moved the result far more than the tolerance.
+    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def test_the_negatives_padding_is_masked_as_the_host_masks_the_positives(ltxv):
+    """Changing the negative's padded (masked) tokens changes nothing; unmasking them changes the result."""
+    model, pos, neg = ltxv
+    other_padding = copy.deepcopy(neg)
+    other_padding[0][0][:, 12:] = torch.randn(1, 116, 4096, generator=torch.Generator().manual_seed(5))
+    patched = run(apply_nasa(model, neg, 0.8), pos, neg)
+    assert torch.equal(run(apply_nasa(model, other_padding, 0.8), pos, neg), patched)
+    unmasked = [[neg[0][0], {}]]
+    assert (run(apply_nasa(model, unmasked, 0.8), pos, neg) - patched).abs().max() > 1e-3
+
+
+def test_cfg_above_one_leaves_unconditional_rows_bit_identical(ltxv):
+    model, pos, neg = ltxv
+    uncond = text(4, seed=3)
+    plain, plain_calls = recording(model)
+    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
+    ref, ref_calls = recording(model)
+    run(plain, pos, uncond, cfg=4.0, batch=2)
+    run(nasa, pos, uncond, cfg=4.0, batch=2)
+    with ltxv_reference(model, mask_of(pos), [(0.5, [(neg[0], 1.0)])]):
+        run(ref, pos, uncond, cfg=4.0, batch=2)
+    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
+    assert sorted(order) == [0, 1] and order == order2  # cond and uncond ran batched in one call
+    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
+    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+
+
+def test_batch_blocks_and_two_nodes_follow_the_reference(ltxv):
+    model, pos, neg = ltxv
+    other = text(30, seed=4)
+    patched = run(apply_nasa(apply_nasa(model, neg, 0.5, blocks="transformer_blocks.0-1"), other, 0.3), pos, neg,
+                  batch=3)
+    # blocks 0-1 get both negatives (Z+ - 0.5 Z-_1 - 0.3 Z-_2), block 2 only the second node's
+    with ltxv_reference(model, mask_of(pos), [(0.5, [(neg[0], 1.0)]), (0.3, [(other[0], 1.0)])], blocks={0, 1}), \
+            ltxv_reference(model, mask_of(pos), [(0.3, [(other[0], 1.0)])], blocks={2}):
+        expected = run(model, pos, neg, batch=3)
+    assert close(patched, expected)
+    only_second = run(apply_nasa(model, other, 0.3), pos, neg, batch=3)
+    assert (only_second - patched).abs().max() > 100 * (patched - expected).abs().max()
+
+
+def test_several_entries_average_their_negative_attention(ltxv):
+    model, pos, _ = ltxv
+    a, b = text(6, seed=5)[0], text(40, seed=6, total=50)[0]
+    b[1]["strength"] = 3.0
+    patched = run(apply_nasa(model, [a, b], 0.6), pos, pos)
+    with ltxv_reference(model, mask_of(pos), [(0.6, [(a, 1.0), (b, 3.0)])]):
+        expected = run(model, pos, pos)
+    assert close(patched, expected)
+
+
+def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(ltxv):
+    model, pos, neg = ltxv
+    other = text(9, seed=9)
+    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
+    second = run(apply_nasa(model, other, 0.5), pos, other, steps=2)
+    again = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+
+
+def test_negative_is_projected_once_per_model_call(ltxv):
+    model, pos, neg = ltxv
+    calls = []
+    handle = model.model.diffusion_model.caption_projection.register_forward_hook(
+        lambda m, a, out: calls.append(a[0].shape[1]))
+    try:
+        nasa, model_calls = recording(apply_nasa(model, neg, 0.5))
+        run(nasa, pos, text(20, seed=3, total=200), steps=3)
+    finally:
+        handle.remove()
+    assert len(model_calls) == 3 and calls == [128, 128] * 3  # one negative and one positive pass per call
+
+
+def test_wrong_text_width_and_a_bad_mask_are_refused_before_sampling(ltxv):
+    model, _, neg = ltxv
+    before = copy.deepcopy(model.model_options), dict(model.object_patches)
+    with pytest.raises(ValueError, match="width 768 but this LTXV model's cross-attention expects 4096"):
+        apply_nasa(model, [[torch.randn(1, 77, 768), {}]], 0.5)
+    bad = [[neg[0][0], {"attention_mask": torch.ones(1, 64, dtype=torch.long)}]]
+    with pytest.raises(ValueError, match=r"attention_mask of shape \(1, 64\).*\(1, 128\) for its 128 tokens"):
+        apply_nasa(model, bad, 0.5)
+    empty = [[neg[0][0], {"attention_mask": torch.zeros(1, 128, dtype=torch.long)}]]
+    with pytest.raises(ValueError, match="would attend to nothing"):
+        apply_nasa(model, empty, 0.5)
+    assert (copy.deepcopy(model.model_options), model.object_patches) == before
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"cross_attention_adaln": True}, "sets cross_attention_adaln=True and is not supported"),
+    ({"image_model": "ltxav", "audio_num_attention_heads": 2, "audio_attention_head_dim": 16,
+      "audio_cross_attention_dim": 32, "num_layers": 1}, "LTXAV .*is not supported")])
+def test_variants_with_another_text_path_are_refused(overrides, match):
+    model = tiny_ltxv.model(**overrides)
+    with pytest.raises(ValueError, match=match):
+        apply_nasa(model, text(7), 0.5)
+    assert model.object_patches == {}
