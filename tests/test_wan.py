@@ -162,15 +162,6 @@ def test_negative_is_embedded_once_per_model_call(wan):
     assert len(model_calls) == 3 and calls == [512, 512] * 3  # one negative and one positive pass per call
 
 
-def test_wan21_image_to_video_is_refused_untouched():
-    """Wan 2.1 I2V mixes CLIP-image and text attention in one layer: NASA leaves it alone and says so."""
-    model = tiny.tiny_wan(model_type="i2v", in_dim=36, num_layers=1)
-    before = copy.deepcopy(model.model_options), dict(model.object_patches)
-    with pytest.raises(ValueError, match="WAN21_I2V.*not supported"):
-        apply_nasa(model, tiny.wan_text(7), 0.5)
-    assert (copy.deepcopy(model.model_options), model.object_patches) == before
-
-
 def test_wrong_text_width_names_both_widths():
     with pytest.raises(ValueError, match="width 768 but this WAN21_T2V model's cross-attention expects 4096"):
         apply_nasa(tiny.tiny_wan(num_layers=1), tiny.text("sd15"), 0.5)

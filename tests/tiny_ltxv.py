@@ -13,16 +13,18 @@ LATENT = (128, 2, 2, 2)  # (channels, frames, height, width) of an LTXV latent, 
 T5_MIN_TOKENS = 128  # the host's LTXV T5 tokenizer pads every prompt to at least 128 tokens
 
 
-def model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
-    """A ModelPatcher around a tiny LTXV (``overrides`` reach the unet config, e.g. image_model='ltxav')."""
+def model(seed: int = 0, dtype: torch.dtype = torch.float32, device=None, **overrides):
+    """A ModelPatcher around a tiny LTXV (``overrides`` reach the unet config, e.g. image_model='ltxav').
+    ``device="meta"``: shapes only, no weights (for refusal checks that never run the model)."""
     import comfy.supported_models as sm
 
     cfg = dict(LTXV, **overrides)
     model_config = (sm.LTXAV if cfg["image_model"] == "ltxav" else sm.LTXV)(cfg)
     model_config.set_inference_dtype(dtype, None)
-    m = model_config.get_model({})
-    m.diffusion_model.to(dtype)
-    init_weights(m.diffusion_model, seed, std=0.1)
+    m = model_config.get_model({}, device=device)
+    if device is None:
+        m.diffusion_model.to(dtype)
+        init_weights(m.diffusion_model, seed, std=0.1)
     return _patcher(m)
 
 
