@@ -4,9 +4,9 @@ negative must have), prepare_text(diffusion_model, tokens) (the model's own text
 model call), install(patcher, patch, keys)."""
 from __future__ import annotations
 
-from . import flux, ltxv, pixart, qwen_image, sd3, unet, wan, zimage
+from . import chroma, flux, flux2, ltxv, pixart, qwen_image, sd3, unet, wan, zimage
 
-FAMILIES = (unet, wan, pixart, flux, sd3, ltxv, qwen_image, zimage)
+FAMILIES = (unet, wan, pixart, flux, flux2, chroma, sd3, ltxv, qwen_image, zimage)
 
 
 def family_of(patcher):

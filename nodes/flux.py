@@ -21,7 +21,8 @@ one attention over the concatenated sequence. The variant implemented here (per 
   rotary embedding of the positive's first text token, i.e. id 0: the identity rotation, as the positive's text.
 
 Host patch points only (``joint``): a ``patches_replace["dit"]`` replace per block and a per-block
-``optimized_attention_override``. The negative stream's block math calls the block's own submodules and the host's
+``optimized_attention_override``. FLUX.2 (``flux2``) and Chroma (``chroma``) use the same blocks and ``Ops`` with
+their own text modulation (``given_mods``) and text positions (``host_positions``). The negative stream's block math calls the block's own submodules and the host's
 ``apply_mod`` / ``apply_rope``, mirroring the text side of ``DoubleStreamBlock`` / ``SingleStreamBlock.forward``.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Dict
 
 import torch
 
-from comfy.ldm.flux.layers import apply_mod
+from comfy.ldm.flux.layers import EmbedND, apply_mod
 from comfy.ldm.flux.math import apply_rope
 from comfy.ldm.flux.model import Flux
 
@@ -67,17 +68,66 @@ def prepare_text(diffusion_model: Flux, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def install(patcher, patch, keys) -> None:
+    install_blocks(patcher, patch, keys, Ops(block_mods, first_text_position))
+
+
+def install_blocks(patcher, patch, keys, ops) -> None:
+    """The ``joint`` block replaces on the ``double_block`` / ``single_block`` keys of a Flux-style model."""
     order = list(cross_attention_layers(patcher.get_model_object("diffusion_model")))
-    joint.install(patcher, patch, keys, order, lambda key: (f"{key[0]}_block", key[1]), Ops)
+    joint.install(patcher, patch, keys, order, lambda key: (f"{key[0]}_block", key[1]), ops)
 
 
-def _mods(block, args, rows, double):
+def block_mods(block, double, args, rows):
+    """FLUX.1: each block computes its text modulation from ``vec`` (timestep + pooled vector) itself."""
     vec = joint.rows_of(args["vec"], rows)
     return block.txt_mod(vec) if double else (block.modulation(vec)[0], None)
 
 
+def given_mods(block, double, args, rows):
+    """FLUX.2 / Chroma (blocks built with ``modulation=False``): the model hands each block its modulations,
+    ``vec = ((img_mod1, img_mod2), (txt_mod1, txt_mod2))`` for a double block, one ``ModulationOut`` for a single
+    one. The text's are taken from there. Where FLUX.2 gives reference-image tokens a second modulation
+    (``index_timestep_zero``) the text tokens use index 0 along axis 1, as the host's ``modulation_dims`` do."""
+    mods = args["vec"][1] if double else (args["vec"], None)
+    return tuple(None if m is None else _text_rows(m, rows) for m in mods)
+
+
+def _text_rows(mod, rows):
+    return type(mod)(**{f: joint.rows_of(getattr(mod, f), rows)[:, :1] for f in ("shift", "scale", "gate")})
+
+
+def first_text_position(args, stream):
+    """FLUX.1 / Chroma: every text token has id (0, 0, 0), so the negative's tokens get the positive text's first
+    rotation (the identity), for every token."""
+    pe = args["pe"]
+    rows, tokens = stream.shape[:2]
+    return None if pe is None else pe[:1, :, :1].expand(rows, -1, tokens, *pe.shape[3:]).contiguous()
+
+
+def host_positions(pe_embedder, seq_axes, dtype=torch.float32):
+    """FLUX.2 (``txt_ids_dims``) / Chroma Radiance (sequential ids): the negative's tokens get the ids the host
+    gives a prompt of their length (``Flux._forward``: zeros, ``0 .. T-1`` on ``seq_axes``, a tuple or a function
+    of the block's args), rotated by a copy of the model's own ``EmbedND`` (it holds no weights). ``dtype`` of the
+    ids: None = the stream's (Chroma Radiance builds them in the latent's dtype)."""
+    embed = EmbedND(dim=pe_embedder.dim, theta=pe_embedder.theta, axes_dim=pe_embedder.axes_dim)
+
+    def text_pe(args, stream):
+        rows, tokens = stream.shape[:2]
+        dt = dtype or stream.dtype
+        ids = torch.zeros((1, tokens, len(embed.axes_dim)), device=stream.device, dtype=dt)
+        for i in seq_axes(args) if callable(seq_axes) else seq_axes:
+            ids[:, :, i] = torch.arange(tokens, device=stream.device, dtype=dt)  # = the host's linspace
+        pe = embed(ids)
+        return pe.expand(rows, *pe.shape[1:]).contiguous()
+    return text_pe
+
+
 class Ops:
-    """The FLUX.1 side of ``joint.block_replace``."""
+    """The Flux-block side of ``joint.block_replace``. ``text_mods(block, double, args, rows) -> (mod1, mod2)``:
+    where the family keeps the text modulation; ``text_pe(args, stream)``: the negative's rotary embedding."""
+
+    def __init__(self, text_mods, text_pe):
+        self.text_mods, self.text_pe = text_mods, text_pe
 
     @staticmethod
     def lengths(key, args):
@@ -85,11 +135,11 @@ class Ops:
             return args["txt"].shape[1], args["txt"].shape[1] + args["img"].shape[1]
         return args["transformer_options"]["img_slice"][0], args["img"].shape[1]
 
-    @staticmethod
-    def text_qkv(block, key, stream, args, rows):
+    def text_qkv(self, block, key, stream, args, rows):
         double = key[0] == "double"
-        mod1, mod2 = _mods(block, args, rows, double)
-        q, k, v, mlp = _qkv(block, stream, mod1, args["pe"], double)
+        mod1, mod2 = self.text_mods(block, double, args, rows)
+        pe = None if args["pe"] is None else self.text_pe(args, stream)
+        q, k, v, mlp = _qkv(block, stream, mod1, pe, double)
         return q, k, v, (mlp, mod1, mod2)
 
     @staticmethod
@@ -99,7 +149,7 @@ class Ops:
 
 def _qkv(block, stream, mod, pe, double):
     """q, k, v (rows, heads, tokens, d) of the negative stream with the block's own text-side weights, after the
-    block's q/k RMSNorm and RoPE at the text's position id 0; plus the single block's MLP input."""
+    block's q/k RMSNorm and RoPE (``pe``: the negative's own positions); plus the single block's MLP input."""
     rows, tokens = stream.shape[:2]
     h = apply_mod((block.txt_norm1 if double else block.pre_norm)(stream), 1 + mod.scale, mod.shift)
     if double:
@@ -110,9 +160,8 @@ def _qkv(block, stream, mod, pe, double):
         norm = block.norm
     q, k, v = qkv.view(rows, tokens, 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k = norm(q, k, v)
-    if pe is not None:  # every FLUX.1 text token has id 0: the positive text's first position, for all tokens
-        pe_neg = pe[:1, :, :1].expand(rows, -1, tokens, *pe.shape[3:]).contiguous()
-        q, k = apply_rope(q, k, pe_neg)
+    if pe is not None:
+        q, k = apply_rope(q, k, pe)
     return q, k, v, mlp
 
 
