@@ -104,6 +104,8 @@ def joint_override(previous, state, negs: Iterable[tuple], t_txt: int, total: in
         def attend(qq, kk, vv):  # same kernel and options; the negative's tokens are all real (no mask)
             kw = dict(kwargs, mask=None)
             a = (qq, kk, vv, *args[3:])
+            if len(a) > 4:  # the mask given by position (Qwen-Image: q, k, v, heads, mask)
+                a, kw = (*a[:4], None, *a[5:]), kwargs
             return func(*a, **kw) if inner is None else inner(func, *a, **kw)
 
         q_img, k_img, v_img = (rows_of(t.narrow(axis, t_txt, total - t_txt), rows) for t in (q, k, v))
