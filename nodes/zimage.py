@@ -48,8 +48,8 @@ from .joint import rows_of
 from .runtime import STATE_KEY
 
 NAME = "Z-Image / Lumina 2 (single-stream joint attention)"
-DEFAULT_SCALES = ("Z-Image is not in the paper: no tested value; start at 0.25-0.5 on all layers, or fewer layers "
-                  "('layers.0-14') for more")
+DEFAULT_SCALES = ("Z-Image is not in the paper: no tested value; start at 0.1-0.3 (the tiny test model moves as far "
+                  "as a prompt swap near 0.25, bench/scale_sweep.py) and sweep")
 STREAMS, CAPTION, FREQS = "zimage_streams", "zimage_caption", "zimage_freqs"  # CallState.scratch keys
 
 
@@ -134,6 +134,9 @@ def nasa_layer(layer: JointTransformerBlock, x, x_mask, freqs_cis, adaln_input=N
     active = [(states[uid], here) for uid, here in nasa if uid in states]
     options = transformer_options
     if active:
+        if any(CAPTION not in state.scratch for state, _ in active):
+            raise RuntimeError("NASA Apply (Z-Image): NextDiT.forward's wrappers did not run for this call, so the "
+                               "image's start in the sequence is unknown; another node calls the layers directly")
         override = transformer_options.get("optimized_attention_override")
         for state, here in active:
             override = layer_override(override, layer, state, here, adaln_input, transformer_options)
