@@ -215,3 +215,37 @@ def test_variants_with_another_text_path_are_refused(overrides, match):
     with pytest.raises(ValueError, match=match):
         apply_nasa(model, text(7), 0.5)
     assert model.object_patches == {}
+
+
+def test_negative_uses_the_users_attention_backend_with_its_own_mask(ltxv):
+    """An optimized_attention_override (how sage/flash packs switch kernels) also runs Z-, over the negative's own
+    tokens with its own additive mask (-finfo.max on padding, as the host builds the positive's)."""
+    model, pos, _ = ltxv
+    neg = text(5, total=140, seed=7)
+    seen = []
+
+    def override(func, *args, **kwargs):
+        mask = kwargs.get("mask")
+        seen.append((args[1].shape[1], None if mask is None else int((mask[0, 0, 0] == 0).sum())))
+        return func(*args, **kwargs)
+
+    m = model.clone()
+    m.model_options["transformer_options"]["optimized_attention_override"] = override
+    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    # per block: attn1 (8 video tokens, no mask), Z+ (128 tokens, 7 kept), Z- (140 tokens, 5 kept)
+    assert seen == [(8, None), (128, 7), (140, 5)] * 3
+    with ltxv_reference(model, mask_of(pos), [(0.5, [(neg[0], 1.0)])]):
+        assert close(patched, run(model, pos, neg))
+
+
+def test_bfloat16_model_follows_the_reference():
+    model = tiny_ltxv.model(seed=4, dtype=torch.bfloat16)
+    pos, neg = text(7, seed=1), text(12, seed=2)
+    plain = run(model, pos, neg).double()
+    patched = run(apply_nasa(model, neg, 2.0), pos, neg).double()
+    with ltxv_reference(model, mask_of(pos), [(2.0, [(neg[0], 1.0)])]):
+        expected = run(model, pos, neg).double()
+    # Low precision: compare NASA's effect (the change it makes) with the reference's, by direction and size.
+    effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
+    assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
+    assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)
