@@ -18,7 +18,8 @@ The variant implemented (per call, positive rows only):
 * Edit 2511 (``index_timestep_zero``) doubles ``temb`` for the image side; the text side takes its first half,
   as the host block does. An ``attn1_patch`` of another pack changes the positive's q/k/v only (logged).
 * Attention mask: the host's Qwen text encoder drops the mask when no token is padded, which is always the case
-  for one prompt (no padding, batch 1); the negative's tokens are all attended.
+  for one prompt (no padding, batch 1); the negative's tokens are all attended, and a negative whose mask pads
+  tokens (from some other node) is refused at NASA Apply. The positive's mask stays the host's business.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def prepare_text(diffusion_model: QwenImageTransformer2DModel, tokens: torch.Ten
 
 
 def install(patcher, patch, keys) -> None:
+    for i, negative in enumerate(patch.negatives):  # validated before any patch is installed
+        _check_mask(negative, f"negative entry {i}" if len(patch.negatives) > 1 else "negative")
     dm = patcher.get_model_object("diffusion_model")
     if patcher.model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch"):
         log.warning("NASA Apply: an attn1_patch is installed; it changes the positive's joint q/k/v, not the "
@@ -68,6 +71,16 @@ def install(patcher, patch, keys) -> None:
     # EmbedND holds no weights: the model's own position embedder, called on the negative's ids per call.
     patcher.set_model_patch(positions_patch(patch.uid, dm.pe_embedder), "post_input")
     joint.install(patcher, patch, keys, order, lambda key: ("double_block", key[1]), Ops(patch.uid))
+
+
+def _check_mask(negative, where: str) -> None:
+    """The host masks padded text keys for every query; NASA attends to all of the negative's tokens, so a negative
+    with padding is refused (the host's Qwen encoder gives one prompt no padding and then drops the mask)."""
+    mask = getattr(negative, "mask", None)
+    if mask is not None and not bool((mask != 0).all()):
+        raise ValueError(f"{where} carries an attention_mask with {int((mask == 0).sum())} padded token(s) of "
+                         f"{mask.shape[-1]}; Qwen-Image's NASA needs an unpadded negative: encode one negative "
+                         f"prompt with CLIPTextEncode (its mask is then dropped by the text encoder)")
 
 
 def positions_patch(uid: str, pe_embedder):

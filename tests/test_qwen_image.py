@@ -282,13 +282,18 @@ def test_composes_with_an_earlier_attention_override_and_block_patch(qwen):
         assert close(patched, run(model, pos, neg))
 
 
-def test_block_names_sigma_window_and_wrong_width(qwen):
+def test_block_names_sigma_window_wrong_width_and_padded_negative(qwen):
     model, pos, neg = qwen
     assert torch.equal(run(apply_nasa(model, neg, 0.5, start_percent=0.99, end_percent=1.0), pos, neg),
                        run(model, pos, neg))
-    with pytest.raises(ValueError, match=r"available: double\.0,1"):
-        apply_nasa(model, neg, 0.5, blocks="double.2")
     before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers)
-    with pytest.raises(ValueError, match="width 4096 but this QwenImage model's cross-attention expects 3584"):
-        apply_nasa(model, [[torch.randn(1, 77, 4096), {}]], 0.5)
-    assert (model.model_options, model.wrappers) == before
+    for negative, blocks, match in (
+            (neg, "double.2", r"available: double\.0,1"),
+            ([[torch.randn(1, 77, 4096), {}]], "", "width 4096 but this QwenImage model's cross-attention expects 3584"),
+            ([[neg[0][0], {"attention_mask": torch.tensor([[1] * 10 + [0] * 3])}]], "",
+             "negative carries an attention_mask with 3 padded token")):
+        with pytest.raises(ValueError, match=match):
+            apply_nasa(model, negative, 0.5, blocks=blocks)
+        assert (model.model_options, model.wrappers) == before
+    unpadded = [[neg[0][0], {"attention_mask": torch.ones(1, 13, dtype=torch.long)}]]  # all kept: as no mask
+    assert torch.equal(run(apply_nasa(model, unpadded, 0.5), pos, neg), run(apply_nasa(model, neg, 0.5), pos, neg))
