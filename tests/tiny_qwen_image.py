@@ -8,6 +8,7 @@ import torch
 
 import tiny
 
+NAME = "Qwen-Image"  # bench/scale_sweep.py's row name
 # The dit config comfy/model_detection.py reads from a Qwen-Image checkpoint (image_model "qwen_image",
 # 64 = 16 latent channels x 2 x 2 patch), in miniature.
 CONFIG = {"image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "num_layers": 2,
