@@ -21,9 +21,10 @@ one attention over the concatenated sequence. The variant implemented here (per 
   rotary embedding of the positive's first text token, i.e. id 0: the identity rotation, as the positive's text.
 
 Host patch points only (``joint``): a ``patches_replace["dit"]`` replace per block and a per-block
-``optimized_attention_override``. FLUX.2 (``flux2``) and Chroma (``chroma``) use the same blocks and ``Ops`` with
-their own text modulation (``given_mods``) and text positions (``host_positions``). The negative stream's block math calls the block's own submodules and the host's
+``optimized_attention_override``. The negative stream's block math calls the block's own submodules and the host's
 ``apply_mod`` / ``apply_rope``, mirroring the text side of ``DoubleStreamBlock`` / ``SingleStreamBlock.forward``.
+FLUX.2 (``flux2``) and Chroma (``chroma``) run the same blocks through the same ``Ops``, with their own text
+modulation (``given_mods``) and text positions (``host_positions``).
 """
 from __future__ import annotations
 

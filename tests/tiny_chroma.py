@@ -7,6 +7,7 @@ import torch
 
 from tiny import _patcher, init_weights
 
+NAME = "Chroma"
 LATENT = (16, 8, 8)  # FLUX.1 latent, 2x2 patches: 16 image tokens
 CONFIG = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 4096,
           "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 4, "depth": 2, "depth_single_blocks": 2,

@@ -7,6 +7,7 @@ import torch
 
 from tiny import _patcher, init_weights
 
+NAME = "FLUX.2 (klein width)"
 LATENT = (128, 4, 4)  # FLUX.2 latent (128 channels, 1x1 patches): 16 image tokens
 WIDTH = 7680
 CONFIG = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
