@@ -138,7 +138,7 @@ def i2v():
     return model, with_clip_image(text(7, seed=1)), text(12, seed=2)
 
 
-def test_wan21_i2v_steers_the_text_term_only(i2v):
+def test_wan21_i2v_steers_the_text_term_only_on_the_positive_rows(i2v):
     model, pos, neg = i2v
     plain = sample(model, pos, neg, shape=tiny_wan22.A14B_LATENT, steps=2, batch=2)
     patched = sample(apply_nasa(model, neg, 0.9), pos, neg, shape=tiny_wan22.A14B_LATENT, steps=2, batch=2)
@@ -146,6 +146,18 @@ def test_wan21_i2v_steers_the_text_term_only(i2v):
         expected = sample(model, pos, neg, shape=tiny_wan22.A14B_LATENT, steps=2, batch=2)
     assert close(patched, expected)
     assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    # cfg > 1 (the sampler's negative with the same image): its rows stay the host's, the positive's follow the hand
+    uncond = with_clip_image(text(4, seed=3))
+    calls = {}
+    for name, m in (("plain", model), ("nasa", apply_nasa(model, neg, 0.9)), ("ref", model)):
+        recorder, calls[name] = recording(m)
+        with i2v_reference(model, 0.9, neg[0][0]) if name == "ref" else contextlib.nullcontext():
+            sample(recorder, pos, uncond, shape=tiny_wan22.A14B_LATENT, cfg=3.0)
+    (order, out_plain), (order2, out_nasa), (_, out_ref) = calls["plain"][0], calls["nasa"][0], calls["ref"][0]
+    assert sorted(order) == [0, 1] and order == order2
+    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
+    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
 
 
 def test_wan21_i2v_image_attention_term_is_untouched(i2v):
