@@ -249,3 +249,28 @@ def test_bfloat16_model_follows_the_reference():
     effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
     assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
     assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)
+
+
+def test_image_to_video_noise_mask_follows_the_reference(ltxv):
+    """LTXVImgToVideo's latent: the image's frame kept by a noise mask (per-token timesteps in the model); NASA
+    still steers every cross-attention as the reference does."""
+    import comfy.sample
+
+    model, pos, neg = ltxv
+    latent = torch.zeros(1, *tiny_ltxv.LATENT)
+    latent[:, :, :1] = torch.randn(1, 128, 1, 2, 2, generator=torch.Generator().manual_seed(4))
+    noise_mask = torch.ones(1, 1, tiny_ltxv.LATENT[1], 1, 1)
+    noise_mask[:, :, :1] = 0.0  # strength 1: the first frame is the image
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+
+    def go(m):
+        return comfy.sample.sample(m, noise, 2, 1.0, "euler", "simple", pos, neg, latent, noise_mask=noise_mask,
+                                   seed=0, disable_pbar=True)
+
+    plain, patched = go(model), go(apply_nasa(model, neg, 0.8))
+    with ltxv_reference(model, mask_of(pos), [(0.8, [(neg[0], 1.0)])]):
+        expected = go(model)
+    assert close(patched, expected)
+    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    assert torch.equal(patched[:, :, :1], plain[:, :, :1])  # the image frame is kept, as without NASA
+    assert close(patched[:, :, :1], latent[:, :, :1], rel=1e-5)
