@@ -132,9 +132,12 @@ def nasa_forward(layer: CrossAttention, x, context=None, mask=None, pe=None, k_p
     q = layer.q_norm(layer.to_q(x))
     z = kernel(q, layer.k_norm(layer.to_k(context)), layer.to_v(context), layer.heads, mask)  # Eq. 4
     for state, entry_masks in active:
-        z_negs = [negative_attention(q, layer.k_norm(layer.to_k(c)), layer.to_v(c), layer.heads,
-                                     mask_neg=None if m is None else additive_mask(m, q), rows=state.rows,
-                                     attention=kernel)
-                  for c, m in zip(state.negatives, entry_masks or (None,) * len(state.negatives))]  # Eq. 5
+        neg_masks = state.scratch.get("ltxv_masks")  # built once per model call, on the call's device and dtype
+        if neg_masks is None:
+            neg_masks = state.scratch["ltxv_masks"] = [None if m is None else additive_mask(m, q)
+                                                       for m in entry_masks or (None,) * len(state.negatives)]
+        z_negs = [negative_attention(q, layer.k_norm(layer.to_k(c)), layer.to_v(c), layer.heads, mask_neg=m,
+                                     rows=state.rows, attention=kernel)
+                  for c, m in zip(state.negatives, neg_masks)]  # Eq. 5
         z = steer(z, mean_negative(z_negs, state.weights), state.alpha, state.rows)  # Eq. 6
     return layer.to_out(z)
