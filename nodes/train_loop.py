@@ -37,6 +37,13 @@ def _identity(module):
     return module
 
 
+def _training_clone(patcher, needs_copy: bool):
+    """The clone that carries the LoRA sets, NASA and checkpointing patches (call outside inference mode)."""
+    if needs_copy:
+        return patcher.clone(force_deepcopy=True)  # as comfy_extras/nodes_train.py TrainLoraNode does
+    return patcher.clone()
+
+
 class Trainer:
     def __init__(self, patcher, pairs: List[Pair], config: TrainConfig, checkpoint_dir: Path,
                  rank: int = 0, world_size: int = 1, wrap: Callable = _identity):
@@ -57,6 +64,13 @@ class Trainer:
         if config.t_range[1] >= steps_in_schedule:
             raise ValueError(f"t_range {config.t_range} exceeds this model's {steps_in_schedule} timesteps: use "
                              f"timesteps below {steps_in_schedule}")
+        # A model loaded inside ComfyUI's inference mode has inference-tensor weights, which autograd cannot save
+        # for backward even frozen: train on a fresh copy, made as the host's own LoRA trainer makes it.
+        needs_copy = any(p.is_inference() for p in dm.parameters())
+        if needs_copy and getattr(patcher, "cached_patcher_init", None) is None:
+            raise ValueError("this model's weights were created in inference mode and it was not loaded by a core "
+                             "loader that can reload it (ModelPatcher.cached_patcher_init): load the checkpoint "
+                             "with CheckpointLoaderSimple / UNETLoader, or outside torch.inference_mode")
         self.config, self.rank, self.world_size = config, rank, world_size
         self.checkpoint_dir = Path(checkpoint_dir)
         self.device = patcher.load_device
@@ -65,8 +79,8 @@ class Trainer:
         with torch.inference_mode(False):
             self.pairs = copy_pairs(pairs)  # ComfyUI makes CONDITIONING under inference mode: autograd needs copies
             self.fingerprint = ckpt.pairs_fingerprint(self.pairs)
-            self.clone = patcher.clone()
-            self.sets = LoraSets(dm, config.rank, config.lora_alpha, config.targets, seed=config.seed,
+            self.clone = _training_clone(patcher, needs_copy)
+            self.sets = LoraSets(self.clone.get_model_object("diffusion_model"), config.rank, config.lora_alpha, config.targets, seed=config.seed,
                                  device=self.device)
             self.sets.install(self.clone)
             self.calls = ModelCalls(self.clone, self.pairs, self.latent_shape)

@@ -189,15 +189,35 @@ def test_interrupt_leaves_a_loadable_checkpoint(model, tmp_path):
     assert lora_files_equal(again.student_lora, result.student_lora)
 
 
-def test_gradient_checkpointing_gives_the_same_training(model, tmp_path):
+def saved_for_backward(trainer) -> int:
+    """Bytes autograd keeps for backward after the student's forward (checkpointed layers keep only their inputs)."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().nbytes())
+        return t
+    with torch.inference_mode(False):
+        trainer._load()
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                trainer.runner.student_net(trainer.runner._student_image, trainer._draws(1))
+        finally:
+            trainer.clone.cleanup()
+    return sum(saved)
+
+
+def test_gradient_checkpointing_gives_the_same_training_with_less_memory(model, tmp_path):
     trainers = [Trainer(model, PAIRS, TrainConfig(steps=2, gradient_checkpointing=gc, **BASE), tmp_path / str(gc))
                 for gc in (False, True)]
-    patched = [k for k in trainers[1].clone.object_patches if not k.endswith(("to_q.forward", "to_k.forward",
-                                                                              "to_v.forward", "0.forward"))]
-    assert "diffusion_model.middle_block.forward" in patched and "diffusion_model.output_blocks.3.forward" in patched
+    patched = set(trainers[1].clone.object_patches) - set(trainers[0].clone.object_patches)
+    assert {"diffusion_model.input_blocks.1.0.forward", "diffusion_model.input_blocks.1.1.forward",
+            "diffusion_model.middle_block.1.forward", "diffusion_model.output_blocks.3.1.forward"} <= patched
     assert not any("blocks" in k for k in model.object_patches)  # on the training clone only
+    plain_bytes, checkpointed_bytes = (saved_for_backward(t) for t in trainers)
+    assert checkpointed_bytes < 0.2 * plain_bytes, (plain_bytes, checkpointed_bytes)
     results = [t.run() for t in trainers]
     plain, checkpointed = (r.student_lora for r in results)
+    # Recomputation runs in the block it ran in (NASA's per-block patches) with the same LoRA set.
     assert all(torch.allclose(plain[k], checkpointed[k], rtol=1e-5, atol=1e-7) for k in plain)
     assert not lora_files_equal(plain, trainers[0].sets.state_dict("teacher"))
     for a, b in zip(*(r.losses for r in results)):
@@ -227,3 +247,18 @@ def test_bad_input_fails_before_training(model, tmp_path, change, match):
         Trainer(model, change.get("pairs", PAIRS), config, tmp_path / "out", world_size=change.get("world_size", 1))
     assert not (tmp_path / "out").exists()
     assert (dict(model.object_patches), dict(model.model_options)) == before
+
+
+def test_model_made_in_inference_mode_trains_on_a_reloaded_copy(model, tmp_path):
+    """ComfyUI runs nodes under torch.inference_mode, so a loaded model's weights are inference tensors that autograd
+    cannot save: the trainer reloads the model as the host's LoRA trainer does (cached_patcher_init)."""
+    config = TrainConfig(steps=1, **BASE)
+    with torch.inference_mode():
+        loaded = tiny.tiny_model("sd15")
+        with pytest.raises(ValueError, match="inference mode"):
+            Trainer(loaded, PAIRS, config, tmp_path / "refused")
+        loaded.cached_patcher_init = (lambda disable_dynamic=False: tiny.tiny_model("sd15"), ())
+        result = Trainer(loaded, PAIRS, config, tmp_path / "copy").run()
+    reference = Trainer(model, PAIRS, config, tmp_path / "reference").run()
+    assert result.status == "done" and result.losses == reference.losses
+    assert lora_files_equal(result.student_lora, reference.student_lora)
