@@ -273,3 +273,40 @@ def test_wrong_width_names_both_widths(flux2):
     model = flux2[0]
     with pytest.raises(ValueError, match="width 4096 but this Flux2 model's cross-attention expects 7680"):
         apply_nasa(model, [[torch.zeros(1, 9, 4096), {}]], 0.5)
+
+
+def test_first_double_block_attention_is_z_plus_minus_alpha_z_minus_by_hand(flux2):
+    """The attention output of double block 0 (seen by the host's own ``attn1_output_patch``, after NASA): text
+    rows bit-identical to the plain model's, image rows = Z+ - alpha * softmax(Q K-^T / sqrt d) V- with K-, V- of
+    the padded negative computed here by hand in float64 (txt_in, modulation, qkv, RMSNorm, rope ids 0..511)."""
+    model, pos, neg = flux2
+    dm, seen, inputs = model.model.diffusion_model, {}, {}
+
+    def record(name):
+        def patch(out, extra):
+            if extra["block_type"] == "double" and extra["block_index"] == 0:
+                seen[name] = out.clone()
+            return out
+        return patch
+
+    hook = dm.double_blocks[0].register_forward_pre_hook(
+        lambda m, a, kw: inputs.update(img=kw["img"].clone(), vec=kw["vec"], pe=kw["pe"]), with_kwargs=True)
+    try:
+        for name, alpha in (("plain", 0.0), ("nasa", 1.5)):
+            m = model.clone()
+            m.set_model_attn1_output_patch(record(name))
+            run(apply_nasa(m, neg, alpha) if alpha else m, pos, neg)
+    finally:
+        hook.remove()
+    block, t, h = dm.double_blocks[0], 512, dm.double_blocks[0].num_heads
+    (im1, _), (tm1, _) = inputs["vec"]
+    im, tm = m64(im1), m64(tm1)
+    iq, _, _ = heads(lin(block.img_attn.qkv, ln(inputs["img"].double()) * (1 + im[1]) + im[0]), h)
+    iq = rotate(rms(block.img_attn.norm.query_norm, iq), inputs["pe"][:, :, t:].double())
+    s, pe_neg = flux2_text(dm, neg[0][0])
+    _, nk, nv = heads(lin(block.txt_attn.qkv, ln(s) * (1 + tm[1]) + tm[0]), h)
+    nk = rotate(rms(block.txt_attn.norm.key_norm, nk), pe_neg)
+    z_neg = attn(iq, nk, nv)
+    plain, nasa = seen["plain"], seen["nasa"]
+    assert torch.equal(nasa[:, :t], plain[:, :t])
+    assert close(nasa[:, t:].double(), plain[:, t:].double() - 1.5 * z_neg, rel=1e-5)
