@@ -17,9 +17,10 @@ def family_of(patcher):
             return family
     config = type(getattr(patcher.model, "model_config", None)).__name__
     supported = "; ".join(f.NAME for f in FAMILIES)
-    raise ValueError(f"NASA Apply needs a model with text cross-attention or joint attention (FLUX.1, SD3); this one is {config} "
+    raise ValueError(f"NASA Apply needs a model family whose text attention it knows; this one is {config} "
                      f"({type(diffusion_model).__module__}.{type(diffusion_model).__name__}), which is not "
-                     f"supported yet. Supported: {supported}.")
+                     f"supported yet. Supported: {supported}. If a newer ComfyUI added this family, please "
+                     f"report it with the model's name.")
 
 
 def model_name(patcher) -> str:

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+import comfy.model_patcher
+
 import tiny
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -40,9 +42,13 @@ def test_scale_must_be_finite_and_not_negative(sdxl, scale):
 
 
 def test_unsupported_model_names_the_supported_families():
-    flux2_style = tiny.tiny_flux(global_modulation=True)  # Flux 2 / Chroma-style shared modulation: not FLUX.1
-    fails(flux2_style, [[torch.randn(1, 256, 4096), {}]],
-          match=r"this one is FluxSchnell .*not supported yet\. Supported: UNet \(SD1\.x, SD2\.x, SDXL\)")
+    import comfy.supported_models as sm
+
+    config = sm.AuraFlow({"cond_seq_dim": 2048, "dim": 64, "n_layers": 2, "n_double_layers": 1, "n_heads": 2,
+                          "global_conddim": 64, "max_seq": 64})  # AuraFlow: a joint-attention family not served
+    aura = comfy.model_patcher.ModelPatcher(config.get_model({}), torch.device("cpu"), torch.device("cpu"))
+    fails(aura, [[torch.randn(1, 16, 2048), {}]],
+          match=r"this one is AuraFlow .*not supported yet\. Supported: UNet \(SD1\.x, SD2\.x, SDXL\).*Z-Image")
 
 
 def test_negative_batch_of_several_prompts_is_refused(sdxl):
