@@ -12,6 +12,7 @@ step and still alive, op by op, through forward and backward: the step's working
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import statistics
 import sys
@@ -45,7 +46,7 @@ def row(model, batch: int, checkpointing: bool, steps: int, latent: int) -> dict
         Trainer(model, PAIRS, config, Path(directory)).run(on_step=lambda *_: stamps.append(time.perf_counter()))
         per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:]))  # the first step is the warm-up
     with tempfile.TemporaryDirectory() as directory:
-        trainer = Trainer(model, PAIRS, TrainConfig(**dict(config.__dict__, steps=1)), Path(directory))
+        trainer = Trainer(model, PAIRS, dataclasses.replace(config, steps=1), Path(directory))
         with torch.inference_mode(False):
             trainer._load()
             try:

@@ -180,7 +180,8 @@ class Trainer:
             if self._saved != self.step:  # the end, a NaN stop or an interrupt: keep the last good state
                 self._save()
         path = ckpt.checkpoint_path(self.checkpoint_dir, self.step) if self.rank == 0 else None
-        return TrainResult(status, self.step, list(self.losses), self.sets.state_dict("student"), path)
+        student = {k: v.clone() for k, v in self.sets.state_dict("student").items()}  # not views of the live set
+        return TrainResult(status, self.step, list(self.losses), student, path)
 
     def _loop(self, on_step, interrupted) -> str:
         for opt in self.optimizers.values():
