@@ -13,6 +13,7 @@ import socket
 import traceback
 from pathlib import Path
 
+import pytest
 import torch
 
 import host
@@ -136,3 +137,19 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for name in ("student", "teacher"):
         assert any(u.abs().max() > 0.5 * LR for k, u in update.items() if k.startswith(name))
     assert diff <= 1e-3 * update_max, (diff, update_max)
+
+
+def test_cli_refuses_bad_settings_before_loading(tmp_path, monkeypatch):
+    train = cli()
+    base = ["--ckpt", str(tmp_path / "missing.safetensors"), "--pairs", str(tmp_path / "p.txt"), "--out",
+            str(tmp_path / "s.safetensors")]
+    args = train.parse_args(base + ["--steps", "3", "--kappa", "1", "2", "--latent-size", "8"])
+    config = train.config_from_args(args)
+    assert (config.steps, config.kappa, config.latent_size, config.lora_alpha) == (3, (1.0, 2.0), 8, 128.0)
+    for bad, match in ((["--rank", "0"], "rank"), (["--lr-teacher", "-1"], "lr_teacher"),
+                       (["--kappa", "4", "1"], "kappa")):
+        with pytest.raises(ValueError, match=match):
+            train.config_from_args(train.parse_args(base + bad))
+    monkeypatch.setenv("COMFYUI_PATH", str(tmp_path))
+    assert train.comfy_root() == tmp_path.resolve()
+    assert train.comfy_root(str(host.comfy_root())) == host.comfy_root()
