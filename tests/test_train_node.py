@@ -17,9 +17,9 @@ import folder_paths
 from nasa_pack.nodes import train_node
 from nasa_pack.nodes.train_node import NASATrainLoRA
 
-SETTINGS = dict(steps=2, batch_size=1, resolution=64, lr_student=1e-3, lr_teacher=1e-3, rank=2, lora_alpha=4.0, kappa_min=0.5,
-                kappa_max=4.0, seed=0, checkpoint_every=100, gradient_checkpointing=False, precision="fp32",
-                lora_name="nasa_t_test", resume=False)
+SETTINGS = dict(steps=2, batch_size=1, resolution=64, lr_student=1e-3, lr_teacher=1e-3, rank=2, lora_alpha=4.0,
+                kappa_min=0.5, kappa_max=4.0, seed=0, checkpoint_every=100, gradient_checkpointing=False,
+                precision="fp32", lora_name="nasa_t_test", resume=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -148,10 +148,14 @@ def test_pairs_broadcast_a_single_negative_then_add_the_text_pairs(sd15):
 
 
 def test_progress_bar_and_cancel(monkeypatch):
-    calls = []
+    calls, texts = [], []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda v, t, p, node_id=None: calls.append((v, t, node_id)))
+    server = types.SimpleNamespace(send_progress_text=lambda text, node_id: texts.append((text, node_id)))
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace(
+        instance=server)))  # what main.py's PromptServer offers (server.py send_progress_text)
     progress = train_node.Progress(10, "7")
     progress(3, {"step": 3, "student": 0.5, "teacher": 0.25})
+    assert texts == [("step 3/10\nstudent (VSD) 0.5\nLoRA teacher 0.25", "7")]
     comfy.model_management.interrupt_current_processing(True)
     try:  # after Cancel the host's hook would raise mid-step: the Trainer must get to its checkpoint first
         progress(4, {"step": 4, "student": 0.5, "teacher": 0.25})
