@@ -47,13 +47,8 @@ def row(model, batch: int, checkpointing: bool, steps: int, latent: int) -> dict
         per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:]))  # the first step is the warm-up
     with tempfile.TemporaryDirectory() as directory:
         trainer = Trainer(model, PAIRS, dataclasses.replace(config, steps=1), Path(directory))
-        with torch.inference_mode(False):
-            trainer._load()
-            try:
-                with harness.PeakTensorMemory() as peak:
-                    trainer.runner.forward_backward(trainer._draws(1))
-            finally:
-                trainer.clone.cleanup()
+        with trainer.loaded(), harness.PeakTensorMemory() as peak:
+            trainer.runner.forward_backward(trainer.draws(1))
     return {"batch": batch, "checkpointing": checkpointing, "steps/s": 1.0 / per_step, "ms/step": 1e3 * per_step,
             "peak tensor MiB": peak.peak / 2 ** 20}
 
@@ -76,7 +71,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['batch']} | {'on' if r['checkpointing'] else 'off'} | {r['steps/s']:.2f} | {r['ms/step']:.0f} | "
               f"{r['peak tensor MiB']:.1f} |")
-    print(f"process peak RSS (ru_maxrss, whole run): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"process peak RSS (ru_maxrss, whole run): {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

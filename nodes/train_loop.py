@@ -9,6 +9,7 @@ the global batch; only rank 0 writes files.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -45,6 +46,12 @@ def _training_clone(patcher, needs_copy: bool):
 
 
 class Trainer:
+    """NASA-T on ``patcher`` (left untouched: the training happens on a clone) with prompt ``pairs``.
+
+    Everything is checked before anything is built (config, process layout, model family, every pair's width and
+    options, the timestep range against the model's schedule). ``wrap(module)`` is applied to each LoRA set's
+    module before its AdamW optimiser (the CLI passes DistributedDataParallel)."""
+
     def __init__(self, patcher, pairs: List[Pair], config: TrainConfig, checkpoint_dir: Path,
                  rank: int = 0, world_size: int = 1, wrap: Callable = _identity):
         config.validate()
@@ -80,8 +87,8 @@ class Trainer:
             self.pairs = copy_pairs(pairs)  # ComfyUI makes CONDITIONING under inference mode: autograd needs copies
             self.fingerprint = ckpt.pairs_fingerprint(self.pairs)
             self.clone = _training_clone(patcher, needs_copy)
-            self.sets = LoraSets(self.clone.get_model_object("diffusion_model"), config.rank, config.lora_alpha, config.targets, seed=config.seed,
-                                 device=self.device)
+            self.sets = LoraSets(self.clone.get_model_object("diffusion_model"), config.rank, config.lora_alpha,
+                                 config.targets, seed=config.seed, device=self.device)
             self.sets.install(self.clone)
             self.calls = ModelCalls(self.clone, self.pairs, self.latent_shape)
             if config.gradient_checkpointing:
@@ -100,7 +107,8 @@ class Trainer:
     def _indices(self) -> List[int]:
         return list(range(self.rank, self.config.batch_size, self.world_size))
 
-    def _draws(self, step: int):
+    def draws(self, step: int):
+        """This process's random numbers of step ``step`` (train_step.Draws)."""
         return draw(self.config, step, self._indices(), len(self.pairs), self.latent_shape,
                     self.clone.get_model_object("model_sampling"))
 
@@ -154,17 +162,21 @@ class Trainer:
 
     def evaluate(self, step: int) -> dict:
         """Both losses on the draws of ``step`` (any number: a fixed evaluation batch), without updating."""
+        with self.loaded():
+            return self.runner.evaluate(self.draws(step))
+
+    @contextlib.contextmanager
+    def loaded(self):
+        """The training clone loaded on its device, its conds processed, outside inference mode (for ``run``,
+        ``evaluate``, benchmarks)."""
         with torch.inference_mode(False):
-            self._load()
+            comfy.model_management.load_models_gpu([self.clone], memory_required=1e20, force_full_load=True)
+            self.clone.pre_run()
             try:
-                return self.runner.evaluate(self._draws(step))
+                self.calls.prepare(self.device)
+                yield self
             finally:
                 self.clone.cleanup()
-
-    def _load(self) -> None:
-        comfy.model_management.load_models_gpu([self.clone], memory_required=1e20, force_full_load=True)
-        self.clone.pre_run()
-        self.calls.prepare(self.device)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, on_step: Optional[Callable] = None, interrupted: Callable[[], bool] = lambda: False,
@@ -172,11 +184,8 @@ class Trainer:
         with torch.inference_mode(False), torch.enable_grad():
             if resume:
                 self._resume()
-            self._load()
-            try:
+            with self.loaded():
                 status = self._loop(on_step, interrupted)
-            finally:
-                self.clone.cleanup()
             if self._saved != self.step:  # the end, a NaN stop or an interrupt: keep the last good state
                 self._save()
         path = ckpt.checkpoint_path(self.checkpoint_dir, self.step) if self.rank == 0 else None
@@ -191,7 +200,7 @@ class Trainer:
                 log.info("NASA-T: interrupted after step %d", self.step)
                 return "interrupted"
             step = self.step + 1
-            losses = self.runner.forward_backward(self._draws(step))
+            losses = self.runner.forward_backward(self.draws(step))
             if self._any(not self._finite(losses)):
                 log.warning("NASA-T: non-finite loss or gradient at step %d (%s); stopping with the LoRA of step "
                             "%d", step, {k: float(v) for k, v in losses.items()}, self.step)

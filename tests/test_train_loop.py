@@ -196,13 +196,8 @@ def saved_for_backward(trainer) -> int:
     def pack(t):
         saved.append(t.untyped_storage().nbytes())
         return t
-    with torch.inference_mode(False):
-        trainer._load()
-        try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                trainer.runner.student_net(trainer.runner._student_image, trainer._draws(1))
-        finally:
-            trainer.clone.cleanup()
+    with trainer.loaded(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        trainer.runner.student_net(trainer.runner._student_image, trainer.draws(1))
     return sum(saved)
 
 
