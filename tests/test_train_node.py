@@ -211,6 +211,20 @@ def test_training_saves_the_lora_and_the_model_applies_it_as_lora_loader_does(sd
     assert (dict(sd15.patches), dict(sd15.object_patches), sd15.model_options) == before  # input untouched
 
 
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+def test_sd2_and_sdxl_train_through_the_node(folders, family):
+    """SD2 (1024-wide text, linear proj_in) and SDXL (pooled text -> adm, 2048-wide text, deeper blocks)."""
+    model = tiny.tiny_model(family)
+    with torch.inference_mode():
+        out = run(model, positive=tiny.text(family, seed=1), negative=tiny.text(family, seed=2, tokens=154), steps=1,
+                  lora_name=f"tiny_{family}")
+    sd = comfy.utils.load_torch_file(str(folders / "loras" / f"tiny_{family}.safetensors"))
+    ups = [k for k in sd if k.endswith(".lora_up.weight")]
+    assert len(ups) == 4 * 2 * len(train_node.unet.cross_attention_layers(model.get_model_object("diffusion_model")))
+    assert sorted(out.result[0].patches) == sorted(k.replace(".lora_up.weight", ".weight") for k in ups)
+    assert all(torch.isfinite(v).all() for v in sd.values())
+
+
 @pytest.mark.parametrize("when", ["between steps", "mid-step"])
 def test_cancel_keeps_a_checkpoint_and_resume_finishes(sd15, folders, monkeypatch, when):
     class CancelAfterStep1(train_node.Progress):  # the Cancel button, pressed during step 1's progress update
