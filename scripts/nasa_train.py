@@ -69,10 +69,12 @@ def distributed_from_env(device: str) -> tuple[int, int, bool]:
     Call before comfy.model_management is imported: on GPU each process selects its LOCAL_RANK device first."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else None
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+        torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                                             device_id=local)
     return rank, world, cuda
 
 
