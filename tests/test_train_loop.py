@@ -10,6 +10,7 @@ import tiny
 from reference import close, nasa_reference
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.utils
 
 from nasa_pack.nodes import train_checkpoint as ckpt
@@ -271,3 +272,18 @@ def test_sdxl_trains_through_the_host_cond_path(tmp_path):
     result = trainer.run()
     assert result.status == "done" and all(math.isfinite(v) for v in result.losses[0].values())
     assert not lora_files_equal(initial, result.student_lora)
+
+
+def test_training_leaves_the_input_model_as_it_was(tmp_path):
+    """The input model samples bit-identically after a run (with gradient checkpointing) and holds no patch of the
+    trainer's, even though ComfyUI may leave the trained clone's object patches on the shared modules."""
+    from sampling import sample
+
+    model = tiny.tiny_model("sd15")
+    positive, negative = [PAIRS[0][0]], [PAIRS[0][1]]
+    options = comfy.model_patcher.create_model_options_clone(model.model_options)
+    before = sample(model, positive, negative, steps=2)
+    result = Trainer(model, PAIRS, TrainConfig(steps=1, gradient_checkpointing=True, **BASE), tmp_path).run()
+    assert result.status == "done"
+    assert torch.equal(sample(model, positive, negative, steps=2), before)
+    assert model.object_patches == {} and model.model_options == options
