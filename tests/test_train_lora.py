@@ -167,3 +167,21 @@ def test_state_dict_round_trip_seed_and_errors(base):
     a.install(clone)
     with pytest.raises(ValueError, match="already carries"):
         b.install(clone)
+
+
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+def test_every_exported_key_is_read_by_comfy_lora_loader(family):
+    """SD2.x (linear proj, v-pred layout) and SDXL (two-deep transformers, no level-0 attention): ComfyUI's LoRA
+    key map takes every tensor of the exported set, so LoraLoaderModelOnly applies all of it."""
+    import comfy.lora
+
+    model = tiny.tiny_model(family, seed=0)
+    sets = LoraSets(model.model.diffusion_model, RANK, ALPHA, targets="attention+ff")
+    randomise(sets, "student", 3)
+    sd = sets.state_dict("student")
+    loaded = comfy.lora.load_lora(sd, comfy.lora.model_lora_keys_unet(model.model, {}))
+    assert sorted(loaded) == sorted(f"diffusion_model.{p}.weight" for p in sets.paths)
+    for path in sets.paths[:3]:
+        adapter = loaded[f"diffusion_model.{path}.weight"]
+        up, down, alpha = adapter.weights[:3]
+        assert torch.equal(up, sd[f"diffusion_model.{path}.lora_up.weight"]) and alpha == ALPHA
