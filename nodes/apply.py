@@ -20,12 +20,10 @@ log = logging.getLogger(__name__)
 
 SCALE_TOOLTIP = (
     "alpha in Z = Z+ - alpha*Z-: how strongly each cross-attention is pushed away from the negative. "
-    "0 disables NASA (the model is returned unchanged). Paper values: SD1.5-based 0.1, SD2.1-based / SBv2 0.2, "
-    "SDXL-DMD2 swept 0-1 (higher removes more; try 0.3-0.6), PixArt-alpha 0.5; Wan is not in the paper (no "
-    "tested value: sweep, e.g. 0.2-1). Past about 1 images degrade. FLUX.1 is not in the paper either: start at "
-    "0.25-0.5; NASA is reported unstable on Flux-schnell at large alpha (tiny test models: at alpha ~1.3 it moves "
-    "the image half as far as a different prompt would); for more, restrict 'blocks' to 'double' or end_percent. "
-    "SD3.5 is not in the paper: no tested value, start at 0.25-0.5.")
+    "0 disables NASA (the model is returned unchanged). Past about 1 images degrade on UNets. Per family: "
+    + " | ".join(f"{f.NAME}: {f.DEFAULT_SCALES}" for f in FAMILIES))
+MODEL_TOOLTIP = ("The diffusion model to patch. Served: " + "; ".join(f.NAME for f in FAMILIES)
+                 + ". Not modified: a patched copy is returned.")
 
 
 class NASAApply(io.ComfyNode):
@@ -41,10 +39,7 @@ class NASAApply(io.ComfyNode):
                          "few-step models (DMD2, SBv2, Turbo, Lightning, LCM): about +2% compute instead of CFG's "
                          "+100%."),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.x, SD2.x, SDXL, Wan 2.1/2.2 "
-                                                "text-to-video cross-attention, PixArt-alpha/sigma, FLUX.1 "
-                                                "schnell/dev and SD3/SD3.5 joint attention). Not "
-                                                "modified: a patched copy is returned."),
+                io.Model.Input("model", tooltip=MODEL_TOOLTIP),
                 io.Conditioning.Input("negative", tooltip=(
                     "The negative prompt, encoded with the same text encoder (CLIP / T5) as the positive. Keeps its own length. Several "
                     "entries (ConditioningCombine) are averaged. Wire the sampler's own negative as usual; at cfg 1 "
@@ -57,9 +52,11 @@ class NASAApply(io.ComfyNode):
                 io.String.Input("blocks", default="", optional=True, tooltip=(
                     "Which cross-attention blocks get NASA. Empty = all (as in the paper). Comma-separated groups "
                     "'input', 'middle', 'output', optionally with block numbers as ComfyUI numbers them: "
-                    "'middle, output.0-5', 'input.4-8'. Wan and PixArt: 'blocks.0-9' (Wan VACE also 'vace_blocks'). "
-                    "FLUX.1: 'double.0-18', 'single.0-37'; SD3.5: 'joint.0-23' (the negative's text stream still "
-                    "runs up to the last selected block). "
+                    "'middle, output.0-5', 'input.4-8'. DiTs name their blocks as the model does: Wan, PixArt "
+                    "'blocks.0-9'; LTX-Video 'transformer_blocks.0-27'; FLUX.1 'double.0-18', 'single.0-37' "
+                    "(FLUX.2 and Chroma: 'double.N' / 'single.N' with their own counts); Qwen-Image 'double.0-59'; SD3.5 'joint.0-23'; Z-Image / Lumina 2 "
+                    "'layers.0-29' (joint attention: the negative's text stream still runs up to the last "
+                    "selected block). "
                     "An unknown block is an error that lists the valid ones.")),
             ],
             outputs=[io.Model.Output(tooltip="The model with NASA in its cross-attention; use at cfg 1.")],

@@ -17,7 +17,8 @@ def test_entrypoint_lists_nasa_apply():
 
     extension = asyncio.run(nasa_pack.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
-    assert [n.define_schema().node_id for n in nodes] == ["NASAApply", "NASATimestepSigmas"]
+    assert [n.define_schema().node_id for n in nodes] == ["NASAApply", "NASATimestepSigmas",
+                                                                "NASATrainLoRA"]
 
 
 def test_inputs_and_tooltips():
@@ -27,8 +28,12 @@ def test_inputs_and_tooltips():
     assert names == ["model", "negative", "scale", "start_percent", "end_percent", "blocks"]
     assert all(i.tooltip for i in s.inputs)
     scale = s.inputs[2]
-    for family_value in ("SD1.5-based 0.1", "SBv2 0.2", "SDXL-DMD2 swept 0-1", "PixArt-alpha 0.5"):
+    for family_value in ("SD1.5 0.1", "SD2.1/SBv2 0.2", "SDXL-DMD2 0-1", "PixArt-alpha 0.5 (paper)"):
         assert family_value in scale.tooltip
+    from nasa_pack.nodes.families import FAMILIES
+
+    for family in FAMILIES:  # every served family is named, with its scale advice, where the user looks
+        assert family.NAME in s.inputs[0].tooltip and f"{family.NAME}: {family.DEFAULT_SCALES}" in scale.tooltip
     assert [i.optional for i in s.inputs] == [False, False, False, True, True, True]
 
 
