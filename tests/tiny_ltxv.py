@@ -9,6 +9,7 @@ from tiny import _patcher, init_weights
 # inner dim 32 = 2 heads x 16; attn2's context is caption_projection's output, so cross_attention_dim = inner dim.
 LTXV = {"image_model": "ltxv", "in_channels": 128, "num_layers": 3, "num_attention_heads": 2,
         "attention_head_dim": 16, "cross_attention_dim": 32, "caption_channels": 4096}
+NAME = "LTX-Video"  # bench/scale_sweep.py's row name
 LATENT = (128, 2, 2, 2)  # (channels, frames, height, width) of an LTXV latent, per batch item
 T5_MIN_TOKENS = 128  # the host's LTXV T5 tokenizer pads every prompt to at least 128 tokens
 

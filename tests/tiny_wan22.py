@@ -7,6 +7,7 @@ import torch
 
 from tiny import WAN, _patcher, init_weights, wan_text
 
+NAME = "Wan 2.2 TI2V 5B"  # bench/scale_sweep.py's row name
 LATENT = (48, 2, 4, 4)  # (channels, frames, height, width) of a Wan 2.2 (TI2V 5B) latent, per batch item
 A14B_LATENT = (16, 2, 4, 4)  # the A14B experts use the Wan 2.1 VAE's 16-channel latent
 
