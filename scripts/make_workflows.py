@@ -10,12 +10,23 @@ import logging
 import sys
 from pathlib import Path
 
-from ui_graph import Graph
+from ui_graph import SLOTS, Graph
 from workflow_specs import FILES, NOTES, PROMPTS, SETTINGS
 
 log = logging.getLogger(__name__)
 OUT = Path(__file__).resolve().parent.parent / "workflows"
 SEED = 42
+# Slots of the node types only the Z-Image and Wan 2.2 workflows use (the tests check them against /object_info).
+SLOTS.update({
+    "CLIPLoader": ([], [("CLIP", "CLIP")]),
+    "ModelSamplingAuraFlow": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "ModelSamplingSD3": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "LoraLoaderModelOnly": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "EmptyHunyuanLatentVideo": ([], [("LATENT", "LATENT")]),
+    "KSamplerAdvanced": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                          ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
+    "SaveAnimatedWEBP": ([("images", "IMAGE")], [("images", "IMAGE")]),
+})
 
 
 def _sdxl_loaders(g: Graph, unet: str, y: float = 0):
@@ -140,9 +151,66 @@ def dmd2_compare() -> Graph:
     return g
 
 
+def zimage_turbo() -> Graph:
+    s, g = SETTINGS["zimage_turbo"], Graph()
+    model = g.node("UNETLoader", (20, 20), (340, 82), [FILES["zimage_turbo"], "default"], title="Load Z-Image Turbo")
+    clip = g.node("CLIPLoader", (20, 140), (340, 106), [FILES["qwen3_4b"], "lumina2", "default"],
+                  title="Qwen3-4B text encoder")
+    vae = g.node("VAELoader", (20, 290), (340, 58), [FILES["flux_vae"]], title="VAE (ae, the FLUX VAE)")
+    shift = g.node("ModelSamplingAuraFlow", (860, 20), (340, 58), [s["shift"]], {"model": (model, 0)})
+    pos, neg = _encoders(g, clip, PROMPTS["zimage_turbo"])
+    nasa = g.node("NASAApply", (860, 120), (340, 154), [s["scale"], 0.0, 1.0, ""],
+                  {"model": (shift, 0), "negative": (neg, 0)})
+    latent = g.node("EmptySD3LatentImage", (860, 330), (340, 106), [1024, 1024, 1])
+    sampler = g.node("KSampler", (1240, 20), (340, 262),
+                     [SEED, "fixed", s["steps"], 1.0, "res_multistep", "simple", 1.0],
+                     {"model": (nasa, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (latent, 0)})
+    _decode_save(g, sampler, vae, "nasa/zimage_turbo")
+    g.group("NASA: the negative prompt at cfg 1", (850, 50, 360, 240))
+    g.note(NOTES["zimage_turbo"], (20, 420), (820, 400))
+    return g
+
+
+def _wan_expert(g: Graph, unet: str, lora: str, neg: dict, y: float, which: str) -> dict:
+    s = SETTINGS["wan22_lightx2v"]
+    model = g.node("UNETLoader", (20, y), (380, 82), [FILES[unet], "default"], title=f"Wan 2.2 {which}-noise expert")
+    lora = g.node("LoraLoaderModelOnly", (20, y + 120), (380, 82), [FILES[lora], 1.0], {"model": (model, 0)},
+                  title=f"lightx2v 4-step LoRA ({which} noise)")
+    shift = g.node("ModelSamplingSD3", (440, y), (300, 58), [s["shift"]], {"model": (lora, 0)})
+    nasa = g.node("NASAApply", (440, y + 100), (300, 154), [s["scale"], 0.0, 1.0, ""],
+                  {"model": (shift, 0), "negative": (neg, 0)}, title=f"NASA Apply ({which} noise)")
+    g.group(f"{which}-noise expert: LoRA, shift, NASA", (10, y - 70, 740, 330), "#a1309b")
+    return nasa
+
+
+def wan22_lightx2v() -> Graph:
+    s, g = SETTINGS["wan22_lightx2v"], Graph()
+    clip = g.node("CLIPLoader", (800, 20), (340, 106), [FILES["umt5_xxl"], "wan", "default"], title="umt5-xxl")
+    vae = g.node("VAELoader", (800, 170), (340, 58), [FILES["wan_vae"]], title="Wan 2.1 VAE")
+    pos, neg = _encoders(g, clip, PROMPTS["wan22_lightx2v"], x=1180)
+    high = _wan_expert(g, "wan_high", "lightx2v_high", neg, 20, "high")
+    low = _wan_expert(g, "wan_low", "lightx2v_low", neg, 420, "low")
+    latent = g.node("EmptyHunyuanLatentVideo", (800, 280), (340, 130), [832, 480, 81, 1])
+    steps, switch = s["steps"], s["switch"]
+    first = g.node("KSamplerAdvanced", (1640, 20), (340, 334),
+                   ["enable", SEED, "fixed", steps, 1.0, "euler", "simple", 0, switch, "enable"],
+                   {"model": (high, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (latent, 0)},
+                   title=f"High noise: steps 0-{switch}")
+    second = g.node("KSamplerAdvanced", (1640, 420), (340, 334),
+                    ["disable", SEED, "fixed", steps, 1.0, "euler", "simple", switch, steps, "disable"],
+                    {"model": (low, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (first, 0)},
+                    title=f"Low noise: steps {switch}-{steps}")
+    video = g.node("VAEDecode", (2020, 20), (210, 46), [], {"samples": (second, 0), "vae": (vae, 0)})
+    g.node("SaveAnimatedWEBP", (2020, 110), (500, 420), ["nasa/wan22", s["fps"], False, 90, "default"],
+           {"images": (video, 0)})
+    g.note(NOTES["wan22_lightx2v"], (20, 820), (900, 520))
+    return g
+
+
 WORKFLOWS = {"nasa_sdxl_dmd2_4step": dmd2_4step, "nasa_sdxl_dmd2_1step": dmd2_1step,
              "nasa_flux_schnell_4step": flux_schnell, "nasa_sbv2_sd21_1step": sbv2,
-             "nasa_sdxl_dmd2_compare": dmd2_compare}
+             "nasa_sdxl_dmd2_compare": dmd2_compare, "nasa_zimage_turbo_8step": zimage_turbo,
+             "nasa_wan22_lightx2v_4step": wan22_lightx2v}
 
 
 def main(out: Path = OUT) -> None:

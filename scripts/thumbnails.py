@@ -5,21 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from workflow_specs import SETTINGS
 
 SIZE = 512
 BG, FG, DIM, ACCENT, BOX = (24, 26, 33), (235, 235, 240), (150, 155, 170), (229, 98, 48), (52, 58, 74)
 
-CARDS = {  # name -> (title, subtitle lines)
+CARDS = {  # name -> (title, subtitle lines; {setting} is that workflow's NASA scale)
     "nasa_sdxl_dmd2_4step": ("SDXL-DMD2 - 4 steps", ["lcm / simple, cfg 1, 1024x1024", "NASA scale 0.4"]),
     "nasa_sdxl_dmd2_1step": ("SDXL-DMD2 - 1 step", ["t = 399: sigmas [s(399), 0], cfg 1", "NASA scale 0.5"]),
     "nasa_flux_schnell_4step": ("FLUX.1-schnell - 4 steps", ["euler / simple, cfg 1, 1024x1024", "NASA scale 0.2"]),
     "nasa_sbv2_sd21_1step": ("SwiftBrush v2 - 1 step", ["SD2.1-base student, cfg 1, 512x512", "NASA scale 0.2"]),
     "nasa_sdxl_dmd2_compare": ("DMD2: no neg | CFG | NASA", ["same seed, side by side", "4 steps, lcm, NASA scale 0.4"]),
+    "nasa_zimage_turbo_8step": ("Z-Image Turbo - 8 steps",
+                                ["res_multistep / simple, cfg 1, 1024x1024", "NASA scale {zimage_turbo}"]),
+    "nasa_wan22_lightx2v_4step": ("Wan 2.2 + lightx2v - 4 steps", ["two experts, 2 + 2 steps, cfg 1, 832x480x81",
+                                                                   "NASA scale {wan22_lightx2v} on both"]),
 }
 SHORT = {"UNETLoader": "UNet", "CheckpointLoaderSimple": "Checkpoint", "DualCLIPLoader": "2x CLIP",
          "NASAApply": "NASA Apply", "NASATimestepSigmas": "sigma(t)", "KSampler": "KSampler",
          "SamplerCustomAdvanced": "Sampler", "VAEDecode": "Decode", "SaveImage": "Save",
-         "ImageStitch": "Stitch", "ModelSamplingDiscrete": "eps"}
+         "ImageStitch": "Stitch", "ModelSamplingDiscrete": "eps", "LoraLoaderModelOnly": "LoRA",
+         "ModelSamplingAuraFlow": "shift", "ModelSamplingSD3": "shift", "KSamplerAdvanced": "KSampler x2",
+         "SaveAnimatedWEBP": "Save WEBP"}
 
 
 def _font(size: int):
@@ -39,6 +46,7 @@ def _path(data: dict) -> list:
 
 def draw(name: str, data: dict, path: Path) -> None:
     title, lines = CARDS[name]
+    lines = [line.format(**{k: v["scale"] for k, v in SETTINGS.items()}) for line in lines]
     im = Image.new("RGB", (SIZE, SIZE), BG)
     d = ImageDraw.Draw(im)
     d.rectangle((0, 0, SIZE, 10), fill=ACCENT)

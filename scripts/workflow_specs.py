@@ -13,6 +13,14 @@ FILES = {
     "flux_vae": "ae.safetensors",
     "sbv2_unet": "sbv2_sd21_unet.safetensors",
     "sd_turbo": "sd_turbo.safetensors",
+    "zimage_turbo": "z_image_turbo_bf16.safetensors",
+    "qwen3_4b": "qwen_3_4b.safetensors",
+    "wan_high": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+    "wan_low": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+    "lightx2v_high": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+    "lightx2v_low": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
+    "umt5_xxl": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    "wan_vae": "wan_2.1_vae.safetensors",
 }
 
 SETTINGS = {
@@ -21,6 +29,9 @@ SETTINGS = {
     "flux_schnell": {"scale": 0.2},
     "sbv2_sd21": {"scale": 0.2},
     "sdxl_dmd2_compare": {"scale": 0.4, "cfg": 3.0},
+    "zimage_turbo": {"scale": 0.3, "shift": 3.0, "steps": 8},
+    # lightx2v 4-step LoRAs: 4 steps in all, the high-noise expert takes steps 0-2, the low-noise one 2-4
+    "wan22_lightx2v": {"scale": 0.3, "shift": 5.0, "steps": 4, "switch": 2, "fps": 16.0},
 }
 
 PROMPTS = {  # (positive, negative)
@@ -34,6 +45,10 @@ PROMPTS = {  # (positive, negative)
                   "boats, people, blurry, lowres"),
     "sdxl_dmd2_compare": ("a wooden kitchen table with a bowl of fruit, a glass of water and a vase of flowers, "
                           "soft daylight, photo", "flowers, vase"),
+    "zimage_turbo": ("a street market stall with baskets of oranges and lemons under a striped awning, people "
+                     "walking by, late afternoon sun, photo", "people, text, signs"),
+    "wan22_lightx2v": ("a red kite flying over a grassy hill on a windy day, clouds moving fast, the camera slowly "
+                       "follows the kite", "people, birds, text, static, blurry"),
 }
 
 _SDXL_FILES = """\
@@ -49,6 +64,10 @@ _SDXL_FILES = """\
     from https://huggingface.co/stabilityai/sdxl-vae
     (for fp16 on GPU: madebyollin/sdxl-vae-fp16-fix)
 Restart ComfyUI or press R in the graph to refresh the file lists."""
+
+_CFG1 = """\
+The sampler's own negative input is unused at cfg 1 (any conditioning will do: it gets the same
+negative here, so that raising cfg gives ordinary CFG for comparison)."""
 
 _NASA = """\
 NASA Apply puts the negative prompt into every cross-attention layer (Z = Z+ - scale * Z-),
@@ -122,4 +141,41 @@ Files:
    the distilled model's images (over-saturated, artefacts).
 3. NASA Apply (scale 0.4) at cfg 1: the negative object is removed at about +2% cost.
 The saved image is the three side by side (the paper's Table 2 in one picture).""",
+
+    "zimage_turbo": f"""NASA on Z-Image Turbo, 8 steps (res_multistep / simple, cfg 1, 1024x1024)
+
+Files (https://huggingface.co/Comfy-Org/z_image_turbo, folder split_files/):
+- models/diffusion_models/{FILES['zimage_turbo']}
+- models/text_encoders/{FILES['qwen3_4b']}    (Qwen3-4B; CLIPLoader type lumina2)
+- models/vae/ae.safetensors    (the FLUX VAE; the same file as for FLUX.1)
+ModelSamplingAuraFlow shift 3 is Z-Image Turbo's own flow shift.
+
+Z-Image has no cross-attention: one stream of [caption | image] tokens. NASA Apply runs the
+negative's caption through the same refiner and layers, unseen by the positive's tokens, and
+subtracts its attention output (Z = Z+ - scale * Z-), in the same model pass, at cfg 1.
+{_CFG1}
+
+Scale: {SETTINGS['zimage_turbo']['scale']} here. Z-Image is not in the paper: try 0.25-0.5 on all layers; for more,
+restrict blocks (e.g. layers.0-14) rather than raising the scale.""",
+
+    "wan22_lightx2v": f"""NASA on Wan 2.2 A14B text-to-video with the lightx2v 4-step LoRAs (cfg 1, both experts)
+
+Files (https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged, folder split_files/):
+- models/diffusion_models/{FILES['wan_high']}
+- models/diffusion_models/{FILES['wan_low']}
+- models/loras/{FILES['lightx2v_high']}
+- models/loras/{FILES['lightx2v_low']}
+    (the lightx2v Wan2.2-Lightning T2V A14B 4-step LoRAs, https://huggingface.co/lightx2v, as
+    repackaged for ComfyUI; Kijai's extracted versions work the same)
+- models/text_encoders/{FILES['umt5_xxl']}    (CLIPLoader type wan)
+- models/vae/{FILES['wan_vae']}    (Wan 2.1's VAE: the A14B models use it, not the 2.2 one)
+
+Two experts: the high-noise model does steps 0-2 (add_noise and return_with_leftover_noise
+enabled), the low-noise model steps 2-4; both euler / simple, shift 5, cfg 1.
+Each expert gets its own NASA Apply, after its LoRA: both then steer their cross-attention away
+from the negative (Z = Z+ - scale * Z-, +2% compute). Lower one scale to steer only the layout
+(high-noise) or only the details (low-noise).
+{_CFG1}
+
+Scale: {SETTINGS['wan22_lightx2v']['scale']} on both; try 0.2-0.5. 832x480, 81 frames at 16 fps.""",
 }

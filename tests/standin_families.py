@@ -1,4 +1,5 @@
-"""Stand-in files for the example workflows' model families: SDXL (DMD2), SD2.1 (SBv2 + SD-Turbo) and FLUX.1-schnell.
+"""Stand-in files for the example workflows' image families: SDXL (DMD2), SD2.1 (SBv2 + SD-Turbo), FLUX.1-schnell
+and Z-Image Turbo (Wan 2.2 video: tests/standin_video.py).
 
 Same technique as ``tests/standin.py`` (shapes from ComfyUI's own classes on the meta device, every matrix a
 strided view of a shared random pool, ``torch.save`` stores each pool once), so the files stay a few MB. What
@@ -16,6 +17,12 @@ each loader reads from the weights, and so what may shrink:
 - FLUX VAE (``ae.safetensors``): 16 latent channels, no quant convs; decoder width from ``decoder.conv_in``.
 - T5-XXL (``DualCLIPLoader`` flux): fixed 24 x 4096 config (4.7B parameters); stored in float8_e4m3fn, the dtype
   ``t5xxl_detect`` then picks for the weights, so it loads as 4.7 GB.
+- Z-Image DiT (``model_detection``: ``cap_embedder`` + ``noise_refiner`` keys): ``ZImage`` matches only
+  dim 3840 (30 heads of 128, the fixed rope axes 32/48/48), and its 2 noise + 2 context refiner blocks are fixed;
+  only the main layer count (30) is counted from the keys: 1 layer, 0.9B parameters (3.6 GB in float32).
+- Qwen3-4B (``CLIPLoader`` lumina2): ``detect_te_model`` keys on the q_norm and 2560-wide norms and the layer
+  count is the fixed ``Qwen3_4BConfig`` (36 layers): 4.0B parameters, stored in float8_e4m3fn, the dtype
+  ``llama_detect`` then picks from ``model.norm.weight``, so it loads as 4 GB.
 """
 from __future__ import annotations
 
@@ -55,7 +62,14 @@ FILES = {
     "flux_unet": ("diffusion_models", "nasa_standin_flux_unet.pt"),
     "t5xxl": ("text_encoders", "nasa_standin_t5xxl_fp8.pt"),
     "flux_vae": ("vae", "nasa_standin_flux_vae.pt"),
+    "zimage_unet": ("diffusion_models", "nasa_standin_zimage_unet.pt"),
+    "qwen3_4b": ("text_encoders", "nasa_standin_qwen3_4b_fp8.pt"),
 }
+# What model_detection reports for Z-Image Turbo, with one main layer instead of 30.
+ZIMAGE_UNET = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560,
+               "n_layers": 1, "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48],
+               "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+               "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
 
 
 def _meta_state(build) -> Dict[str, torch.Size]:
@@ -84,6 +98,13 @@ def t5xxl_shapes() -> Dict[str, torch.Size]:
 
     config = json.loads((Path(t5.__file__).parent / "t5_config_xxl.json").read_text())
     return _meta_state(lambda: t5.T5(config, torch.float16, "meta", comfy.ops.manual_cast))
+
+
+def qwen3_4b_shapes() -> Dict[str, torch.Size]:
+    import comfy.ops
+    import comfy.text_encoders.llama as llama
+
+    return _meta_state(lambda: llama.Qwen3_4B({}, torch.float16, "meta", comfy.ops.manual_cast))
 
 
 def flux_vae_shapes() -> Dict[str, torch.Size]:
@@ -152,6 +173,17 @@ def write_flux(models_dir: Path, seed: int = 0) -> Dict[str, str]:
         "t5xxl": _write(models_dir, "t5xxl", t5),
         "flux_vae": _write(models_dir, "flux_vae", rw.make(flux_vae_shapes(), salt=33)),
         "clip_l": _write(models_dir, "clip_l", rw.make(standin.clip_shapes("clip_l"), salt=12)),
+    }
+
+
+def write_zimage(models_dir: Path, seed: int = 0) -> Dict[str, str]:
+    """Z-Image Turbo DiT and Qwen3-4B in fp8 (the VAE is FLUX's ``ae.safetensors``: write_flux)."""
+    standin._comfy()
+    rw = standin.RandomWeights(seed)
+    qwen = _fp8(rw, rw.make(qwen3_4b_shapes(), salt=42))
+    return {
+        "zimage_unet": _write(models_dir, "zimage_unet", rw.make(unet_shapes("ZImage", ZIMAGE_UNET), salt=41)),
+        "qwen3_4b": _write(models_dir, "qwen3_4b", qwen),
     }
 
 

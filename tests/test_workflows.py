@@ -6,9 +6,12 @@
   every required link input is connected. Each has a Note naming every model file it loads, and a thumbnail.
 - Execute: each is converted to API format here (widgets_values mapped to input names the way the frontend does,
   from ``/object_info``), its model files swapped for random-weight stand-ins of the same architecture
-  (tests/standin_families.py) loaded by the same loader nodes, latents shrunk to 64 x 64, KSampler steps cut to 1
-  (SDXL's detection needs its full 2.6B-parameter layout: about 15 s per model call on 2 CPU cores), and run to a
-  saved image. The three SDXL workflows share one stand-in UNet, which the server's cache loads once.
+  (tests/standin_families.py, tests/standin_video.py) loaded by the same loader nodes, latents shrunk to 64 x 64
+  (video: 5 frames), KSampler steps cut to 1 (SDXL's detection needs its full 2.6B-parameter layout: about 15 s
+  per model call on 2 CPU cores; Wan's two KSamplerAdvanced keep their 2 + 2 steps on the tiny experts), and run
+  to a saved image (video: animated WEBP). The three SDXL workflows share one stand-in UNet, which the server's
+  cache loads once; before FLUX, Z-Image and Wan (text encoders of 4.7B, 4B and 5.7B parameters, fixed by the
+  host's configs) the server frees the models the previous workflows left loaded, so that it stays under 20 GB.
 - Serve: ``/workflow_templates`` lists them for the pack and ``/api/workflow_templates/<pack>/`` serves the JSON
   and the thumbnail the frontend asks for (``<name>.jpg``).
 """
@@ -26,11 +29,13 @@ from PIL import Image
 
 import comfy_server
 import host
+import standin
 import standin_families
+import standin_video
 
 WORKFLOWS = host.REPO / "workflows"
 NAMES = ["nasa_sdxl_dmd2_4step", "nasa_sdxl_dmd2_1step", "nasa_flux_schnell_4step", "nasa_sbv2_sd21_1step",
-         "nasa_sdxl_dmd2_compare"]
+         "nasa_sdxl_dmd2_compare", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step"]
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -46,21 +51,42 @@ REAL_FILES = {
     "ae.safetensors": ("vae", "flux_vae"),
     "sbv2_sd21_unet.safetensors": ("diffusion_models", "sd2_unet"),
     "sd_turbo.safetensors": ("checkpoints", "sd2_ckpt"),
+    "z_image_turbo_bf16.safetensors": ("diffusion_models", "zimage_unet"),
+    "qwen_3_4b.safetensors": ("text_encoders", "qwen3_4b"),
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("diffusion_models", "wan_high"),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("diffusion_models", "wan_low"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("loras", "lora_high"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("loras", "lora_low"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ("text_encoders", "umt5_xxl"),
+    "wan_2.1_vae.safetensors": ("vae", "wan_vae"),
 }
 SIDE = 64  # stand-in runs: 64 x 64 pixels (SDXL's 3 levels need a latent divisible by 4)
+FRAMES = 5  # stand-in video: 5 frames (2 latent frames: Wan's VAE keeps the first and packs 4 per latent)
+# runs in this order: the SDXL three share the cached 10 GB stand-in UNet; the server frees all models before
+# each of the others' heavy text encoders (T5-XXL, Qwen3-4B, umt5-xxl) so that at most one family is loaded
+RUN_ORDER = ["nasa_sdxl_dmd2_4step", "nasa_sdxl_dmd2_1step", "nasa_sdxl_dmd2_compare", "nasa_flux_schnell_4step",
+             "nasa_sbv2_sd21_1step", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step"]
+FREE_BEFORE = {"nasa_flux_schnell_4step", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step"}
 LOAD_WARNINGS = ("clip missing", "Missing VAE keys", "unet missing", "unet unexpected", "Could not detect",
-                 "left over keys", "missing keys")
+                 "left over keys", "missing keys", "lora key not loaded")
+# the stand-in's host model class and config of the workflows whose family NASA Apply may not serve yet
+FAMILY_OF = {"flux": ("FluxSchnell", standin_families.FLUX_UNET),
+             "zimage": ("ZImage", standin_families.ZIMAGE_UNET)}
 
 
-def flux_supported() -> bool:
-    """Whether the pack's family registry serves a FLUX.1 model (nodes/families.py FAMILIES)."""
+def nasa_serves(cls_name: str, config: dict) -> bool:
+    """Whether the pack's family registry (nodes/families.py FAMILIES) serves that model, built on the meta device."""
     try:
-        import tiny
         from nasa_pack.nodes.families import FAMILIES
 
-        dm = tiny.tiny_flux().get_model_object("diffusion_model")
+        standin._comfy()
+        import comfy.supported_models as sm
+        import torch
+
+        with torch.device("meta"):
+            dm = getattr(sm, cls_name)(dict(config)).get_model({}, device="meta").diffusion_model
         return any(f.matches(dm) and f.cross_attention_layers(dm) for f in FAMILIES)
-    except Exception:  # noqa: BLE001 - not there (yet): the FLUX run is skipped
+    except Exception:  # noqa: BLE001 - not there (yet): that workflow's run is skipped
         return False
 
 
@@ -73,10 +99,12 @@ def served(comfy):
     """Placeholders with the real file names (so the loaders list them), the stand-ins, and ``/object_info``."""
     models = comfy.server.base / "models"
     for real, (folder, _) in REAL_FILES.items():
+        (models / folder).mkdir(parents=True, exist_ok=True)
         (models / folder / real).touch()
     t0 = time.perf_counter()
     files = {**standin_families.write_sdxl(models), **standin_families.write_sd2(models),
-             **standin_families.write_flux(models)}
+             **standin_families.write_flux(models), **standin_families.write_zimage(models),
+             **standin_video.write_wan22(models)}
     comfy.timings["workflow stand-ins written"] = time.perf_counter() - t0
     return files, comfy.server.object_info()
 
@@ -184,7 +212,7 @@ def _fetch(server: comfy_server.ComfyServer, path: str) -> bytes:
 def test_template_browser_lists_and_serves_the_workflows(comfy):
     listed = comfy.server.request("/workflow_templates")
     assert sorted(listed[comfy_server.PACK_FOLDER]) == sorted(NAMES)
-    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(NAMES)
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(NAMES) == sorted(RUN_ORDER)
     for name in NAMES:
         base = f"/api/workflow_templates/{comfy_server.PACK_FOLDER}/{name}"
         assert json.loads(_fetch(comfy.server, base + ".json")) == load(name)
@@ -198,33 +226,71 @@ def with_standins(prompt: dict, files: dict, name: str) -> dict:
             if isinstance(value, str) and value in REAL_FILES:
                 role = REAL_FILES[value][1]
                 inputs[key] = files[role]
-        if node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
+        if node["class_type"] in ("EmptyLatentImage", "EmptySD3LatentImage", "EmptyHunyuanLatentVideo"):
             inputs.update(width=SIDE, height=SIDE)
+        if node["class_type"] == "EmptyHunyuanLatentVideo":
+            inputs["length"] = FRAMES
         if node["class_type"] == "KSampler":  # a full-size SDXL UNet call takes about 15 s on 2 CPU cores
             inputs["steps"] = 1
-        if node["class_type"] == "SaveImage":
+        if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP"):
             inputs["filename_prefix"] = f"workflows/{name}"
+    for loader in [k for k, n in prompt.items() if n["class_type"] == "CLIPLoader" and n["inputs"]["type"] == "wan"]:
+        unpadded(prompt, loader)
     return prompt
 
 
-RUNS = [pytest.param(n, marks=pytest.mark.skipif(not flux_supported(), reason="NASA Apply does not serve FLUX yet"))
-        if "flux" in n else n for n in NAMES]
+def unpadded(prompt: dict, loader: str) -> None:
+    """umt5 pads every prompt to 512 tokens: 4.7 TFLOP per encode of the fixed-size stand-in (minutes on 2 cores).
+    Core's T5TokenizerOptions (min_length 0) after the loader keeps the prompt's own tokens, as steps are cut."""
+    opts = f"{loader}_unpadded"
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            if value == [loader, 0]:
+                node["inputs"][key] = [opts, 0]
+    prompt[opts] = {"class_type": "T5TokenizerOptions",
+                    "inputs": {"clip": [loader, 0], "min_padding": 0, "min_length": 0}}
+
+
+def _run_param(name: str):
+    family = next((f for f in FAMILY_OF if f in name), None)
+    if family is None:
+        return name
+    return pytest.param(name, marks=pytest.mark.skipif(not nasa_serves(*FAMILY_OF[family]),
+                                                       reason=f"NASA Apply does not serve {family} yet"))
+
+
+RUNS = [_run_param(n) for n in RUN_ORDER]
+
+
+def free_models(server: comfy_server.ComfyServer) -> None:
+    """Unload every model and drop the node cache (``/free``); the worker does it as soon as it wakes."""
+    server.request("/free", {"unload_models": True, "free_memory": True})
+    time.sleep(2.0)  # the queue is empty: the worker wakes at once, unloads, and collects garbage
 
 
 @pytest.mark.parametrize("name", RUNS)
 def test_workflow_runs_on_stand_ins(comfy, served, name):
     files, infos = served
-    prompt = with_standins(to_api(load(name), infos), files, name)
-    entry = comfy.run(prompt, f"workflow {name}", timeout=600)
+    data = load(name)
+    prompt = with_standins(to_api(data, infos), files, name)
+    if name in FREE_BEFORE:
+        free_models(comfy.server)
+    log_start = len(comfy.server.log_text())
+    # a hang guard, not a timing: on a shared 2-core machine the umt5-xxl run alone took 9.5 minutes
+    entry = comfy.run(prompt, f"workflow {name}", timeout=1800)
     assert comfy.server.succeeded(entry), comfy.server.execution_error(entry) or comfy.server.log_tail()
     paths = comfy.server.images(entry)
     assert len(paths) == 1 and paths[0].is_file(), paths
     with Image.open(paths[0]) as im:
+        frames = getattr(im, "n_frames", 1)
         img = np.asarray(im.convert("RGB"), dtype=np.int16)
     width = SIDE * 3 + 2 * 16 if "compare" in name else SIDE  # three images stitched, 16 px apart
     assert img.shape == (SIDE, width, 3)
     assert img.std() > 1.0, "constant image"
+    video = any(n["type"] == "SaveAnimatedWEBP" for n in data["nodes"])
+    assert frames == (FRAMES if video else 1)
     log = comfy.server.log_text()
-    assert "NASA Apply: alpha" in log
+    nasa_nodes = sum(n["type"] == "NASAApply" for n in data["nodes"])
+    assert log[log_start:].count("NASA Apply: alpha") == nasa_nodes, log[log_start:][-4000:]
     for warning in LOAD_WARNINGS:
         assert warning not in log, f"{warning!r} in the server log"
