@@ -42,7 +42,9 @@ CFG_SCALE = 5.0
 _JOINT_WHAT = ("addmm: the negative's text stream through every block; bmm: its attention over [negative | image] "
                "and Q K-^T, softmax V-")
 _DIT_WHAT = "addmm: the negative's text embedding and K-/V- projections; bmm: Q K-^T and softmax V-"
-WHAT = {"flops_flux": _JOINT_WHAT, "flops_sd35": _JOINT_WHAT, "flops_pixart": _DIT_WHAT, "flops_wan": _DIT_WHAT}
+WHAT = {**dict.fromkeys(("flops_flux", "flops_sd35", "flops_flux2", "flops_flux2_klein", "flops_chroma",
+                         "flops_qwen_image", "flops_zimage"), _JOINT_WHAT),
+        **dict.fromkeys(("flops_pixart", "flops_wan", "flops_ltxv", "flops_wan22_a14b", "flops_wan22_5b"), _DIT_WHAT)}
 
 
 def variants(patcher, negative, family: str) -> dict:
