@@ -29,7 +29,7 @@ SETTINGS = {
     "flux_schnell": {"scale": 0.2},
     "sbv2_sd21": {"scale": 0.2},
     "sdxl_dmd2_compare": {"scale": 0.4, "cfg": 3.0},
-    "zimage_turbo": {"scale": 0.3, "shift": 3.0, "steps": 8},
+    "zimage_turbo": {"scale": 0.2, "shift": 3.0, "steps": 8},
     # lightx2v 4-step LoRAs: 4 steps in all, the high-noise expert takes steps 0-2, the low-noise one 2-4
     "wan22_lightx2v": {"scale": 0.3, "shift": 5.0, "steps": 4, "switch": 2, "fps": 16.0},
 }
@@ -155,8 +155,8 @@ negative's caption through the same refiner and layers, unseen by the positive's
 subtracts its attention output (Z = Z+ - scale * Z-), in the same model pass, at cfg 1.
 {_CFG1}
 
-Scale: {SETTINGS['zimage_turbo']['scale']} here. Z-Image is not in the paper: try 0.25-0.5 on all layers; for more,
-restrict blocks (e.g. layers.0-14) rather than raising the scale.""",
+Scale: {SETTINGS['zimage_turbo']['scale']} here. Z-Image is not in the paper (no tested value): start at 0.1-0.3
+and sweep; a tiny Z-Image test model moves as far as a prompt swap near 0.25.""",
 
     "wan22_lightx2v": f"""NASA on Wan 2.2 A14B text-to-video with the lightx2v 4-step LoRAs (cfg 1, both experts)
 
@@ -165,17 +165,18 @@ Files (https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged, folder split
 - models/diffusion_models/{FILES['wan_low']}
 - models/loras/{FILES['lightx2v_high']}
 - models/loras/{FILES['lightx2v_low']}
-    (the lightx2v Wan2.2-Lightning T2V A14B 4-step LoRAs, https://huggingface.co/lightx2v, as
-    repackaged for ComfyUI; Kijai's extracted versions work the same)
+    (lightx2v's Wan2.2-Lightning T2V A14B 4-step LoRAs, https://huggingface.co/lightx2v,
+    as repackaged for ComfyUI)
 - models/text_encoders/{FILES['umt5_xxl']}    (CLIPLoader type wan)
 - models/vae/{FILES['wan_vae']}    (Wan 2.1's VAE: the A14B models use it, not the 2.2 one)
 
 Two experts: the high-noise model does steps 0-2 (add_noise and return_with_leftover_noise
 enabled), the low-noise model steps 2-4; both euler / simple, shift 5, cfg 1.
 Each expert gets its own NASA Apply, after its LoRA: both then steer their cross-attention away
-from the negative (Z = Z+ - scale * Z-, +2% compute). Lower one scale to steer only the layout
-(high-noise) or only the details (low-noise).
+from the negative (Z = Z+ - scale * Z-, +2% compute). A scale of 0 on one of them leaves that
+expert as it was (high noise: mostly the layout and motion; low noise: the details).
 {_CFG1}
 
-Scale: {SETTINGS['wan22_lightx2v']['scale']} on both; try 0.2-0.5. 832x480, 81 frames at 16 fps.""",
+Scale: {SETTINGS['wan22_lightx2v']['scale']} on both. Wan is not in the paper (no tested value): sweep 0.2-1.
+832x480, 81 frames at 16 fps.""",
 }
