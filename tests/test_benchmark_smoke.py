@@ -1,4 +1,4 @@
-"""Smoke run of bench/benchmark.py --quick (miniature SD1.5/SDXL/FLUX/SD3.5/PixArt/Wan layouts) in a subprocess.
+"""Smoke run of bench/benchmark.py --quick (miniature layouts of every family with a FLOPs row) in a subprocess.
 
 Checks the table's shape and the measured FLOP relations, never a timing: NASA costs more than the unpatched
 model (Z- is extra work) and CFG / NAGuidance cost two passes (ComfyUI's cfg-1 shortcut is off for them).
@@ -15,7 +15,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 COLUMNS = ["unpatched", "nasa", "cfg", "nag"]
-FLOPS_ROWS = ["flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35", "flops_pixart", "flops_wan"]
+FLOPS_ROWS = ["flops_sd15", "flops_sdxl", "flops_flux", "flops_sd35", "flops_pixart", "flops_wan",
+              # bench/rows_<family>.py, in file-name order
+              "flops_chroma", "flops_flux2", "flops_flux2_klein", "flops_ltxv", "flops_qwen_image",
+              "flops_wan22_a14b", "flops_wan22_5b", "flops_zimage"]
 ROWS = FLOPS_ROWS + ["wall_clock", "peak_memory"]
 
 
@@ -64,7 +67,7 @@ def test_flops_count_attention_and_name_nasa_extra_work(result):
         counted = detail["per_op_gflop"]["unpatched"]["bmm"]
         assert counted > 0 and counted == pytest.approx(detail["attention_gflop_expected"], rel=1e-9)
         # Z- costs the negative's K/V projections (mm) and its attention (bmm), nothing else.
-        assert set(detail["nasa_extra_gflop_by_op"]) <= {"mm", "bmm", "addmm"}
+        assert set(detail["nasa_extra_gflop_by_op"]) <= {"mm", "bmm", "addmm", "baddbmm"}
         assert detail["nasa_extra_gflop_by_op"].get("bmm", 0) > 0
 
 
