@@ -234,13 +234,17 @@ def with_standins(prompt: dict, files: dict, name: str) -> dict:
             inputs["steps"] = 1
         if node["class_type"] in ("SaveImage", "SaveAnimatedWEBP"):
             inputs["filename_prefix"] = f"workflows/{name}"
-    for loader in [k for k, n in prompt.items() if n["class_type"] == "CLIPLoader" and n["inputs"]["type"] == "wan"]:
+    for loader in [k for k, n in prompt.items() if (n["class_type"], n["inputs"].get("type")) in T5_LOADERS]:
         unpadded(prompt, loader)
     return prompt
 
 
+T5_LOADERS = {("CLIPLoader", "wan"), ("DualCLIPLoader", "flux")}  # umt5-xxl / T5-XXL: fixed-size stand-ins
+
+
 def unpadded(prompt: dict, loader: str) -> None:
-    """umt5 pads every prompt to 512 tokens: 4.7 TFLOP per encode of the fixed-size stand-in (minutes on 2 cores).
+    """umt5 pads every prompt to 512 tokens (FLUX's T5-XXL to 256): 4.7 TFLOP per encode of the fixed-size stand-in
+    (minutes on 2 cores).
     Core's T5TokenizerOptions (min_length 0) after the loader keeps the prompt's own tokens, as steps are cut."""
     opts = f"{loader}_unpadded"
     for node in prompt.values():
