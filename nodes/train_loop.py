@@ -178,6 +178,12 @@ class Trainer:
             finally:
                 self.clone.cleanup()
 
+    def release(self) -> None:
+        """Unload the training clone (ComfyUI keeps a loaded model, with this clone's LoRA object patches and, for a
+        model loaded in inference mode, the training copy of its weights, until it needs the memory): its object
+        patches are undone and the memory is freed now. The next prompt reloads the user's model as usual."""
+        comfy.model_management.unload_model_and_clones(self.clone, unload_additional_models=False)
+
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, on_step: Optional[Callable] = None, interrupted: Callable[[], bool] = lambda: False,
             resume: bool = True) -> TrainResult:

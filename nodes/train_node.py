@@ -241,6 +241,8 @@ class NASATrainLoRA(io.ComfyNode):
                 # Cancel mid-step: the host's layers raise at once (comfy.ops), before the Trainer's check between
                 # steps. The step in flight is dropped; a run that stops at once checkpoints the last finished one.
                 result = trainer.run(interrupted=lambda: True, resume=False)
+            finally:
+                trainer.release()
         return finish(cls, model, result, config, stem, checkpoint_dir)
 
 

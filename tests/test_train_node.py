@@ -209,6 +209,11 @@ def test_training_saves_the_lora_and_the_model_applies_it_as_lora_loader_does(sd
         moved = max(moved, float((want - w).abs().max()))
     assert moved > 1e-4, "the trained student LoRA is still the base model"
     assert (dict(sd15.patches), dict(sd15.object_patches), sd15.model_options) == before  # input untouched
+    # The training clone is unloaded after the run: its LoRA object patches are off the shared modules (every
+    # forward is the module's own again; the host restores it as a bound method) and no training copy is held.
+    dm = sd15.model.diffusion_model
+    assert [n for n, m in dm.named_modules() if getattr(m.forward, "__func__", None) is not type(m).forward] == []
+    assert all(lm.model is None or lm.model.model is sd15.model for lm in comfy.model_management.current_loaded_models)
 
 
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])
