@@ -10,7 +10,7 @@ import torch
 import tiny_chroma as tc
 from reference import close, lin
 from sampling import chunk, recording, sample
-from test_flux2 import block_outputs, every, given_mod_reference, rope_by_hand
+from flux2_reference import block_outputs, every, given_mod_reference, rope_by_hand
 
 from nasa_pack.nodes.apply import apply_nasa
 
