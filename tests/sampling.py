@@ -35,3 +35,24 @@ def chunk(out, cond_or_uncond, which):
     per = out.shape[0] // len(cond_or_uncond)
     i = cond_or_uncond.index(which)
     return out[i * per:(i + 1) * per]
+
+
+def check_scale_zero_and_input_untouched(model, positive, negative, run, alpha=0.5):
+    """What NASA Apply promises on every family: scale 0 samples bit-identically to the plain model; scale ``alpha``
+    changes the output, and the same graph twice gives it bit for bit; the input patcher's options, wrappers and
+    object patches are unchanged, and it still samples as before. ``run(model, positive, negative)`` samples."""
+    import copy
+
+    from nasa_pack.nodes.apply import apply_nasa
+
+    def state():
+        return copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
+
+    before = state()
+    plain = run(model, positive, negative)
+    assert torch.equal(run(apply_nasa(model, negative, 0.0), positive, negative), plain)
+    first = run(apply_nasa(model, negative, alpha), positive, negative)
+    assert not torch.equal(first, plain)
+    assert torch.equal(run(apply_nasa(model, negative, alpha), positive, negative), first)  # same graph twice
+    assert state() == before
+    assert torch.equal(run(model, positive, negative), plain)

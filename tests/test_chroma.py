@@ -2,14 +2,13 @@
 from the timestep-only approximator, T5 text at id 0) and a tiny Chroma Radiance with sequential text ids equals
 the float64 block-by-block reference of tests/test_flux2.py (``given_mod_reference``) with Chroma's text path:
 ``txt_in`` only, no padding, the identity rotation for every text token (Radiance: ids 0..T-1 on axis 0)."""
-import copy
 
 import pytest
 import torch
 
 import tiny_chroma as tc
 from reference import close, lin
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 from flux2_reference import block_outputs, every, given_mod_reference, rope_by_hand
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -32,15 +31,7 @@ def chroma():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(chroma):
-    model, pos, neg = chroma
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg), plain)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg)
-    assert not torch.equal(first, plain)
-    assert torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg), first)  # same graph twice
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg), plain)
+    check_scale_zero_and_input_untouched(*chroma, run)
 
 
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (1.0, 20, 5), (2.0, 7, 7)])

@@ -7,7 +7,6 @@ attention, projections, MLP). It carries the negative's own token stream: txt_in
 the text-side weights, its rows attending over [negative | image] (no rotation: FLUX.1 text ids are 0), and on the
 positive rows' image rows Z_img = Z+ - alpha * softmax(Q K-^T / sqrt d) V- before the output projection."""
 import contextlib
-import copy
 import math
 import pytest
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 
 import tiny
 from reference import close, lin
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 
 from nasa_pack.nodes.apply import apply_nasa
 
@@ -185,15 +184,7 @@ def flux():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(flux):
-    model, pos, neg = flux
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
-    assert not torch.equal(first, plain)
-    assert torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg, steps=2), first)  # same graph twice
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(*flux, lambda m, p, n: run(m, p, n, steps=2))
 
 
 # (alpha, positive tokens, negative tokens): shorter, longer and as long as the positive.

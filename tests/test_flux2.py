@@ -7,7 +7,6 @@ the block receives in ``vec``. It carries the negative's own stream: left zero-p
 ``Flux2.extra_conds`` pads a prompt, ``txt_in``, then in every block the text-side weights, its rows attending over
 [negative | image] with the rotary ids 0..T-1 on axis 3 (built here by hand), and on the positive rows' image rows
 Z_img = Z+ - alpha * softmax(Q K-^T / sqrt d) V- before the output projection."""
-import copy
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 
 import tiny_flux2 as tf2
 from reference import close, lin
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 from flux2_reference import block_outputs, every, flux2_text, given_mod_reference, m64
 from test_flux import attn, heads, ln, rms, rotate
 
@@ -32,15 +31,7 @@ def flux2():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(flux2):
-    model, pos, neg = flux2
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg), plain)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg)
-    assert not torch.equal(first, plain)
-    assert torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg), first)  # same graph twice
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg), plain)
+    check_scale_zero_and_input_untouched(*flux2, run)
 
 
 # (alpha, positive tokens, negative tokens): both padded to 512; a negative past 512 (its own ids 0..519);

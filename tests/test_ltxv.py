@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import tiny_ltxv
 from reference import close, lin, naive_attention
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 
 from nasa_pack.nodes.apply import apply_nasa
 
@@ -88,13 +88,7 @@ def ltxv():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(ltxv):
-    model, pos, neg = ltxv
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    assert not torch.equal(run(apply_nasa(model, neg, 0.7), pos, neg, steps=2), plain)
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(*ltxv, lambda m, p, n: run(m, p, n, steps=2), alpha=0.7)
 
 
 # (alpha, positive prompt/total tokens, negative prompt/total tokens, negative has a mask): the host's T5 pads to

@@ -19,7 +19,7 @@ import comfy.patcher_extension as ext
 import tiny
 import tiny_qwen_image as tq
 from reference import close, lin
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 from test_flux import ln, positive_rows, rotate
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -143,15 +143,7 @@ def qwen():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(qwen):
-    model, pos, neg = qwen
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
-    assert not torch.equal(first, plain)
-    assert torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg, steps=2), first)  # same graph twice
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(*qwen, lambda m, p, n: run(m, p, n, steps=2))
 
 
 def test_negative_positions_are_the_hosts_for_that_prompt(qwen):

@@ -6,14 +6,13 @@ The reference hooks the *unpatched* model's JointBlocks and recomputes each from
 the negative's own stream (context_embedder, then each block's context side, its rows attending over
 [negative | image]) and sets the positive rows' image attention to Z+ - alpha * softmax(Q K-^T / sqrt d) V-."""
 import contextlib
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 from reference import close, lin
 from test_flux import cond, ln, positive_rows
 
@@ -136,14 +135,7 @@ def sd3():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(sd3):
-    model, pos, neg = sd3
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
-    assert not torch.equal(first, plain)
-    assert torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg, steps=2), first)
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
+    check_scale_zero_and_input_untouched(*sd3, lambda m, p, n: run(m, p, n, steps=2))
 
 
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (2.0, 20, 5)])

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import tiny_zimage as tz
 from reference import close, lin
-from sampling import chunk, recording, sample
+from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
 
 from comfy.ldm.lumina.model import JointTransformerBlock
 from nasa_pack.nodes.apply import apply_nasa
@@ -159,15 +159,7 @@ def zimage():
 
 
 def test_scale_zero_is_bit_identical_and_input_untouched(zimage):
-    model, pos, neg = zimage
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
-    assert not torch.equal(first, plain)
-    assert torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg, steps=2), first)  # same graph twice
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(*zimage, lambda m, p, n: run(m, p, n, steps=2))
 
 
 # (alpha, positive tokens, negative tokens, Lumina 2, steps): the negative longer (past one 32-token pad) and
