@@ -1,27 +1,30 @@
-"""Concept-removal benchmark on the committed tiny SD1.5-family model: does the negative remove what it names?
+"""The paper's Table 2 on the concept model: is the negated concept removed, is the positive kept, is the image a
+well-formed scene?
 
-    .host/venv/bin/python bench/concept/evaluate.py [--seeds 16] [--grid docs/concept_removal_grid.png] [--json F]
+    .host/venv/bin/python bench/concept/evaluate.py --seeds 0-3 --out bench/concept/results [--models base,student]
 
-Two tasks, every combination of their prompts, ``--seeds`` noise seeds each, generated through ComfyUI's own sampler
-(``comfy.sample.sample``, ``--sampler``, ``simple`` scheduler) at 1 and 4 steps:
-  colour: positive "<shape>" (colour left free), negative "<colour>"   -> removed: that colour is absent;
-          kept: the detected shape is the one asked for.
-  dot:    positive "<colour> <shape>" (dot left free), negative "dot"  -> removed: no dot; kept: colour and shape.
-Methods: no negative (cfg 1); CFG with the negative as the unconditional branch; NASA Apply (cfg 1) at a sweep of
-scales. Prints one markdown table: removal rate, positive-kept rate, UNet passes and wall-clock ms per image (1 CPU
-thread; noisy on a shared machine: bench/benchmark.py measures NASA's cost properly).
+Prompt pairs (``pairs()``, fixed before any model was scored), four kinds of negated concept:
+  colour      "<shape>"          - "<colour>"             removed: another colour; kept: the shape
+  object      "<colour> <shape>" - "dot" | "cross"        removed: no such object; kept: colour and shape
+  background  "<colour> <shape>" - "black"|"white"|"grey" removed: another background; kept: colour and shape
+  size        "<colour> <shape>" - "small" | "large"      removed: the other size; kept: colour and shape
+Rows (``rows()``): the base at 4 steps and 1 step, each student at 1 step; per model no negative, CFG with the
+negative as unconditional at 1.5 / 3 / 5, NAGuidance at its defaults (scale 5) and 10, NASA Apply at 0.25 / 0.5 /
+1 / 2. ``valid``: the detector finds one background and one well-formed main shape (``scenes.detect``).
+Writes DIR/results.json (rows, rates 0-1, per kind too), DIR/manifest.json (every image with what the detector
+found) and DIR/images/*.png; prints a markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
 import host  # noqa: E402
 
 host.enter_host()
@@ -29,140 +32,141 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-import comfy.sample  # noqa: E402
-from nasa_pack.nodes.apply import apply_nasa  # noqa: E402
-
-import data  # noqa: E402
+import generate  # noqa: E402
 import model as concept_model  # noqa: E402
+import scenes  # noqa: E402
+import students  # noqa: E402
 
-CFG_SCALES = (2.0, 4.0, 7.0)
-NASA_SCALES = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-RECOMMENDED = 0.5  # see the table in the README; the test checks this scale
-
-
-def tasks() -> dict:
-    """task -> list of (positive prompt, negative prompt, removed(detection), kept(detection))."""
-    colour = [(s, c, (lambda d, c=c: c not in d["colours"]), (lambda d, s=s: d["shape"] == s))
-              for s in data.SHAPES for c in data.COLOURS]
-    dot = [(f"{c} {s}", data.OBJECT, (lambda d: not d["dot"]),
-            (lambda d, c=c, s=s: d["shape"] == s and c in d["colours"]))
-           for c in data.COLOURS for s in data.SHAPES]
-    return {"colour": colour, "dot": dot}
+log = logging.getLogger("concept.evaluate")
+CFG_SCALES = (1.5, 3.0, 5.0)
+NAG_SCALES = (5.0, 10.0)
+NASA_SCALES = (0.25, 0.5, 1.0, 2.0)
+KINDS = ("colour", "object", "background", "size")
 
 
-def generate(patcher, table, positive: str, negative: str, method: str, scale: float, steps: int, seeds,
-             sampler: str = "euler") -> torch.Tensor:
-    """Images (len(seeds), 3, H, W) for one prompt pair. method: 'none', 'cfg' (cfg=scale) or 'nasa' (alpha)."""
-    pos = concept_model.conditioning(table, positive)
-    neg = concept_model.conditioning(table, negative)
-    model, cfg = patcher, 1.0
-    if method == "cfg":
-        cfg = scale
-    elif method == "nasa":
-        model = apply_nasa(patcher, neg, scale)
-    elif method != "none":
-        raise ValueError(method)
-    shape = (4, data.SIZE, data.SIZE)
-    noise = torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    latent = torch.zeros(len(seeds), *shape)
-    out = comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", pos, neg, latent, seed=int(seeds[0]),
-                              disable_pbar=True)
-    return data.from_latent(out)
+def pairs() -> list:
+    """(kind, positive, negative, negated attribute, negated value)."""
+    out = [("colour", s, c, "colour", c) for s in scenes.SHAPES for c in scenes.COLOURS]
+    objects = [f"{c} {s}" for c in scenes.COLOURS for s in scenes.SHAPES]
+    out += [("object", p, e, e, True) for p in objects for e in scenes.EXTRAS]
+    out += [("background", p, b, "background", b) for p in objects for b in scenes.BACKGROUNDS]
+    out += [("size", p, z, "size", z) for p in objects for z in scenes.SIZES]
+    return out
 
 
-def score(patcher, table, task: str, method: str, scale: float, steps: int, seeds, sampler: str = "euler") -> dict:
-    """Removal and kept rates over every prompt pair of ``task`` x ``seeds``, and ms per image."""
-    removed = kept = both = n = 0
+def methods() -> list:
+    return ([("none", 0.0)] + [("cfg", s) for s in CFG_SCALES] + [("nag", s) for s in NAG_SCALES]
+            + [("nasa", s) for s in NASA_SCALES])
+
+
+def rows(models) -> list:
+    """(model, steps, method, scale) of every table row."""
+    plan = {"base": (4, 1), "student": (1,), "student_alpha0": (1,)}
+    return [(m, steps, method, scale) for m in models for steps in plan[m] for method, scale in methods()]
+
+
+def judge(found: dict, positive: str, attr: str, value) -> dict:
+    named = scenes.parse(positive)
+    return {"removed": not scenes.has(found, attr, value),
+            "kept": all(scenes.has(found, a, v) for a, v in named.items()), "valid": bool(found["valid"])}
+
+
+def save_png(img: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray((img.permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()).save(path)
+
+
+def run_row(nets, encoder, vae, row, seeds, out: Path, manifest: list) -> dict:
+    name, steps, method, scale = row
+    counts = {k: {"removed": 0, "kept": 0, "valid": 0, "images": 0} for k in KINDS}
     start = time.perf_counter()
-    for positive, negative, is_removed, is_kept in tasks()[task]:
-        for img in generate(patcher, table, positive, negative, method, scale, steps, seeds, sampler):
-            d = data.detect(img)
-            r, k = is_removed(d), is_kept(d)
-            removed, kept, both, n = removed + r, kept + k, both + (r and k), n + 1
-    ms = 1000 * (time.perf_counter() - start) / n
-    return {"removed": removed / n, "kept": kept / n, "both": both / n, "n": n, "ms_per_image": ms}
+    for kind, positive, negative, attr, value in pairs():
+        imgs = generate.images(nets[name], encoder, vae, positive, negative, method, scale, steps, seeds)
+        for seed, img in zip(seeds, imgs):
+            found = scenes.detect(img)
+            verdict = judge(found, positive, attr, value)
+            c = counts[kind]
+            c["images"] += 1
+            for k, v in verdict.items():
+                c[k] += int(v)
+            if out is not None:
+                file = f"{name}_{steps}step_{method}{scale:g}_{positive.replace(' ', '-')}_neg-{negative}_s{seed}.png"
+                save_png(img, out / "images" / file)
+                manifest.append({"file": f"images/{file}", "model": name, "positive": positive, "negative": negative,
+                                 "method": method, "scale": scale, "steps": steps, "seed": seed,
+                                 "found": {k: v for k, v in found.items()}, **verdict})
+    wall = time.perf_counter() - start
+    total = {k: sum(c[k] for c in counts.values()) for k in ("removed", "kept", "valid", "images")}
+    n = total["images"]
+    return {"model": name, "steps": steps, "method": method, "scale": scale,
+            "removed": total["removed"] / n, "kept": total["kept"] / n, "valid": total["valid"] / n,
+            "passes": generate.passes(method, steps), "images": n, "ms_per_image": 1000 * wall / n,
+            "by_kind": {k: {m: c[m] / c["images"] for m in ("removed", "kept", "valid")} | {"images": c["images"]}
+                        for k, c in counts.items()}}
 
 
-def methods():
-    yield "none", 0.0, "no negative (cfg 1)"
-    for s in CFG_SCALES:
-        yield "cfg", s, f"CFG {s:g}, negative as uncond"
-    for s in NASA_SCALES:
-        yield "nasa", s, f"NASA Apply {s:g} (cfg 1)"
+def detector_accuracy(n: int = 1000, seed: int = 12345) -> float:
+    """Fraction of training renders whose every attribute the detector reads back exactly (and calls valid)."""
+    g, hits = torch.Generator().manual_seed(seed), 0
+    for _ in range(n):
+        s = scenes.sample_scene(g)
+        d = scenes.detect(scenes.render(s))
+        hits += int(d["valid"] and all(d[a] == s[a] for a in ("size", "colour", "shape", "background"))
+                    and all(d[e] == (e in s["extras"]) for e in scenes.EXTRAS))
+    return hits / n
 
 
-def run(seeds, steps_list=(1, 4), sampler="euler") -> list:
-    patcher, table = concept_model.load()
-    rows = []
-    for steps in steps_list:
-        for method, scale, label in methods():
-            row = {"steps": steps, "method": method, "scale": scale, "label": label}
-            for task in ("colour", "dot"):
-                row[task] = score(patcher, table, task, method, scale, steps, seeds, sampler)
-            rows.append(row)
-            print(markdown_row(row), flush=True)
-    return rows
+def table(results: list) -> str:
+    lines = ["| model | steps | method | removed | positive kept | valid | passes / image | ms / image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        label = {"none": "no negative", "cfg": f"CFG {r['scale']:g}", "nag": f"NAG {r['scale']:g}",
+                 "nasa": f"NASA {r['scale']:g}"}[r["method"]]
+        lines.append(f"| {r['model']} | {r['steps']} | {label} | {r['removed']:.0%} | {r['kept']:.0%} "
+                     f"| {r['valid']:.0%} | {r['passes']} | {r['ms_per_image']:.0f} |")
+    return "\n".join(lines)
 
 
-HEADER = ("| steps | method | colour negated: removed | shape kept | dot negated: removed | colour+shape kept "
-          "| UNet passes / image | ms / image |\n|---|---|---|---|---|---|---|---|")
+def seed_range(text: str) -> list:
+    a, _, b = text.partition("-")
+    return list(range(int(a), int(b or a) + 1))
 
 
-def markdown_row(row: dict) -> str:
-    c, d = row["colour"], row["dot"]
-    ms = (c["ms_per_image"] + d["ms_per_image"]) / 2
-    # CFG batches cond + uncond: two UNet passes per step; NASA adds only Z- inside each cross-attention.
-    passes = 2 * row["steps"] if row["method"] == "cfg" else row["steps"]
-    return (f"| {row['steps']} | {row['label']} | {c['removed']:.0%} | {c['kept']:.0%} | {d['removed']:.0%} "
-            f"| {d['kept']:.0%} | {passes} | {ms:.1f} |")
-
-
-def grid(path: Path, seeds, steps: int = 4, sampler: str = "euler", zoom: int = 6) -> None:
-    """One row per method, for the prompt pairs 'square' / neg 'red' and 'blue wide' / neg 'dot'."""
-    from PIL import Image, ImageDraw
-
-    patcher, table = concept_model.load()
-    rows = [("none", 0.0, "no negative"), ("cfg", 4.0, "CFG 4"), ("cfg", 7.0, "CFG 7"),
-            ("nasa", RECOMMENDED, f"NASA {RECOMMENDED:g}"), ("nasa", 1.0, "NASA 1")]
-    pairs = [("square", "red"), ("blue wide", "dot")]
-    cell, label_w, gap = data.SIZE * zoom + 2, 110, 12
-    width = label_w + len(pairs) * (len(seeds) * cell + gap)
-    canvas = Image.new("RGB", (width, 18 + len(rows) * cell), "white")
-    draw = ImageDraw.Draw(canvas)
-    for j, (pos, neg) in enumerate(pairs):
-        draw.text((label_w + j * (len(seeds) * cell + gap), 3), f"+ '{pos}'  - '{neg}'  ({steps} steps)", fill="black")
-    for i, (method, scale, label) in enumerate(rows):
-        y = 18 + i * cell
-        draw.text((4, y + cell // 2 - 6), label, fill="black")
-        for j, (pos, neg) in enumerate(pairs):
-            imgs = generate(patcher, table, pos, neg, method, scale, steps, seeds, sampler)
-            for k, img in enumerate(imgs):
-                arr = ((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-                tile = Image.fromarray(arr).resize((cell - 2, cell - 2), Image.NEAREST)
-                canvas.paste(tile, (label_w + j * (len(seeds) * cell + gap) + k * cell, y))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    print(f"grid -> {path}")
-
-
-def main(argv=None) -> None:
+def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=16)
-    ap.add_argument("--steps", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--sampler", default="euler")
-    ap.add_argument("--grid", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--seeds", default="0-3", help="noise seeds A-B for every prompt pair")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--models", default="base,student,student_alpha0")
+    ap.add_argument("--rows", default="", help="only rows whose 'model/steps/method' contains this")
+    ap.add_argument("--no-images", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    seeds = list(range(args.seeds))
-    im, attrs = data.all_images()
-    print(f"detector accuracy on the {len(attrs)} training images: {data.detector_accuracy(im, attrs)}")
-    print(HEADER)
-    rows = run(seeds, args.steps, args.sampler)
-    if args.grid:
-        grid(args.grid, seeds[:6], sampler=args.sampler)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    seeds = seed_range(args.seeds)
+    models = args.models.split(",")
+    patcher, encoder = concept_model.load()
+    nets = {"base": patcher, **{m: students.load(patcher, m) for m in models if m != "base"}}
+    vae = concept_model.load_vae()
+    out = None if args.no_images else args.out
+    if out is not None:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+    manifest, results = [], []
+    for row in rows(models):
+        if args.rows and args.rows not in "/".join(map(str, row)):
+            continue
+        results.append(run_row(nets, encoder, vae, row, seeds, out, manifest))
+        log.info("%s", table(results[-1:]).splitlines()[-1])
+    args.out.mkdir(parents=True, exist_ok=True)
+    acc = detector_accuracy()
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "meta.json").write_text(json.dumps({"seeds": args.seeds, "pairs": len(pairs()), "sampler": generate.SAMPLER,
+                                                    "scheduler": generate.SCHEDULER, "detector_accuracy": acc}, indent=1))
+    if out is not None:
+        (args.out / "manifest.json").write_text(json.dumps(manifest))
+    print(f"detector accuracy on 1000 training renders: {acc:.1%}\n" + table(results))
+    return results
 
 
 if __name__ == "__main__":

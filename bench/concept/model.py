@@ -1,7 +1,18 @@
-"""The benchmark's model: a small SD1.5-family UNet built from ComfyUI's own classes (``comfy.supported_models.SD15``,
-768-wide cross-attention context), and a fixed token-embedding table that stands in for the CLIP text encoder.
+"""The concept model: an SD1.5-family checkpoint that ComfyUI's own loaders read.
 
-Needs ComfyUI on ``sys.path`` (``tests/host.enter_host()``). NASA Apply sees an ordinary SD1.5 ``ModelPatcher``.
+- **UNet**: ComfyUI's ``comfy.supported_models.SD15`` UNet at SD1.5's widths (320 channels, 768-wide context, 8
+  heads, so ``CheckpointLoaderSimple`` / ``UNETLoader`` detect it as SD1.5) with one level at the 8x8 latent of a
+  64x64 scene: input block Res+cross-attention, middle Res+Res, output blocks Res+cross-attention twice
+  (21.0 M parameters, 42 MB in fp16). NASA Apply patches its three ``attn2`` as it patches SD1.5.
+- **Text encoder**: ComfyUI's SD1 CLIP-L (``sd1_clip``, the real CLIP BPE tokenizer) whose 12 layers add nothing
+  (zero output projections, so each layer is the identity): a token's feature is ``final_layer_norm(token
+  embedding)``. The embedding rows of the world's words (``scenes.VOCAB``), and of CLIP's start and end tokens, are
+  fixed random vectors; every other row is zero, so words the model never saw encode as zero features.
+  Only those rows are committed (``weights/concept_text.safetensors``); ``write_checkpoint`` expands them.
+- **VAE**: the TAESD of ``vae.py``.
+
+``write_checkpoint(path)`` assembles ``model.diffusion_model.*`` + ``cond_stage_model.transformer.text_model.*``
++ ``first_stage_model.*``, the keys of an SD1.5 checkpoint.
 """
 from __future__ import annotations
 
@@ -12,23 +23,25 @@ import torch
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"
+HERE = Path(__file__).resolve().parent
+WEIGHTS = HERE / "weights"
 UNET_FILE = WEIGHTS / "concept_sd15_unet.safetensors"
-TEXT_FILE = WEIGHTS / "concept_text_table.safetensors"
+TEXT_FILE = WEIGHTS / "concept_text.safetensors"
+VAE_FILE = WEIGHTS / "concept_taesd.safetensors"
+CHECKPOINT_NAME = "nasa_concept_sd15.safetensors"
 
-UNET = {"use_checkpoint": False, "image_size": 12, "in_channels": 4, "out_channels": 4,
-        "use_spatial_transformer": True, "legacy": False, "use_temporal_attention": False,
-        "use_temporal_resblock": False, "model_channels": 32, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
-        "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": 1,
-        "context_dim": 768, "adm_in_channels": None, "use_linear_in_transformer": False, "num_heads": 4,
-        "num_head_channels": -1}
-WIDTH = 768
-TOKENS = 8  # <bos>, up to three words, <pad> to the end (CLIP pads with its end token the same way)
-VOCAB = ("<bos>", "<pad>", "red", "green", "blue", "square", "wide", "tall", "dot")
+UNET = {"use_checkpoint": False, "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+        "num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
+        "transformer_depth_middle": -1, "context_dim": 768, "use_linear_in_transformer": False, "num_heads": 8,
+        "num_head_channels": -1, "legacy": False, "adm_in_channels": None, "use_temporal_attention": False,
+        "use_temporal_resblock": False, "use_spatial_transformer": True}
+WIDTH, TOKENS, CLIP_VOCAB, CLIP_LAYERS = 768, 77, 49408, 12
+BOS, EOS = 49406, 49407
+TEXT_SEED = 1234
 
 
 def build_unet():
-    """A ComfyUI SD15 ``BaseModel`` (eps prediction, SD1.5 discrete schedule) with this file's small UNet."""
+    """A ComfyUI SD15 ``BaseModel`` (eps prediction, SD1.5 discrete schedule) with this file's UNet, float32."""
     import comfy.supported_models as sm
 
     config = sm.SD15(dict(UNET))
@@ -38,16 +51,15 @@ def build_unet():
 
 
 def init_unet(diffusion_model: torch.nn.Module, seed: int) -> None:
-    """comfy.ops layers skip init: run PyTorch's default init on every layer, seeded; zero the output conv."""
+    """comfy.ops layers skip init: PyTorch's default init on every layer, seeded; zero the output conv."""
     torch.manual_seed(seed)
     for module in diffusion_model.modules():
         for cls in (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.LayerNorm):
             if isinstance(module, cls):
                 cls.reset_parameters(module)
                 break
-    last = diffusion_model.out[-1]
-    torch.nn.init.zeros_(last.weight)
-    torch.nn.init.zeros_(last.bias)
+    torch.nn.init.zeros_(diffusion_model.out[-1].weight)
+    torch.nn.init.zeros_(diffusion_model.out[-1].bias)
 
 
 def patcher(model):
@@ -57,46 +69,114 @@ def patcher(model):
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def make_text_table(seed: int) -> dict:
-    """Fixed random word and position embeddings (unit variance per feature), the stand-in text encoder."""
+def vocab_ids() -> dict:
+    """Word -> CLIP token id for every word of the world (each is one BPE token)."""
+    import comfy.sd1_clip
+
+    tok = comfy.sd1_clip.SD1Tokenizer()
+    import scenes
+
+    out = {}
+    for word in scenes.VOCAB:
+        ids = [t for t, _ in tok.tokenize_with_weights(word)["l"][0] if t not in (BOS, EOS)]
+        if len(ids) != 1:
+            raise ValueError(f"{word!r} is {len(ids)} CLIP tokens; the world's words must be one token each")
+        out[word] = ids[0]
+    return out
+
+
+def make_text(seed: int = TEXT_SEED) -> dict:
+    """The committed part of the text encoder: token ids and their embedding rows (unit-variance random)."""
+    ids = sorted(set(vocab_ids().values()) | {BOS, EOS})
     g = torch.Generator().manual_seed(seed)
-    return {"words": torch.randn(len(VOCAB), WIDTH, generator=g),
-            "positions": 0.5 * torch.randn(TOKENS, WIDTH, generator=g)}
+    return {"token_ids": torch.tensor(ids, dtype=torch.int64),
+            "token_rows": torch.randn(len(ids), WIDTH, generator=g).to(torch.float16)}
 
 
-def encode(table: dict, prompts) -> torch.Tensor:
-    """Prompts (space-separated words of VOCAB) -> (B, TOKENS, 768) text features, like CLIPTextEncode's."""
-    rows = []
-    for prompt in ([prompts] if isinstance(prompts, str) else prompts):
-        words = prompt.split()
-        if len(words) > TOKENS - 1:
-            raise ValueError(f"prompt {prompt!r} has more than {TOKENS - 1} words")
-        ids = [0] + [VOCAB.index(w) for w in words] + [1] * (TOKENS - 1 - len(words))
-        rows.append(table["words"][ids] + table["positions"])
-    return torch.stack(rows)
+def embedding_table(text: dict) -> torch.Tensor:
+    table = torch.zeros(CLIP_VOCAB, WIDTH, dtype=torch.float16)
+    table[text["token_ids"]] = text["token_rows"].to(torch.float16)
+    return table
 
 
-def conditioning(table: dict, prompt: str) -> list:
-    """A ComfyUI CONDITIONING for ``prompt``."""
-    return [[encode(table, prompt), {}]]
+def encode_ids(text: dict, ids: torch.Tensor) -> torch.Tensor:
+    """(B, 77) token ids -> (B, 77, 768): what the identity-layer CLIP computes, final_layer_norm(embedding)."""
+    rows = embedding_table(text).float()[ids]
+    return torch.nn.functional.layer_norm(rows, (WIDTH,), eps=1e-5)
 
 
-def save(model, table: dict) -> None:
+class Encoder:
+    """Prompts -> CONDITIONING tensors exactly as CLIPTextEncode on the checkpoint's CLIP makes them (tested)."""
+
+    def __init__(self, text: dict):
+        import comfy.sd1_clip
+
+        self.text, self.tok, self.cache = text, comfy.sd1_clip.SD1Tokenizer(), {}
+
+    def ids(self, prompt: str) -> torch.Tensor:
+        if prompt not in self.cache:
+            self.cache[prompt] = torch.tensor([t for t, _ in self.tok.tokenize_with_weights(prompt)["l"][0]])
+        return self.cache[prompt]
+
+    def __call__(self, prompts) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return encode_ids(self.text, torch.stack([self.ids(p) for p in prompts]))
+
+    def conditioning(self, prompt: str) -> list:
+        return [[self(prompt), {}]]
+
+
+def clip_state_dict(text: dict) -> dict:
+    """The full CLIP-L text model (HF key names), identity layers, fp16."""
+    z = lambda *s: torch.zeros(*s, dtype=torch.float16)  # noqa: E731
+    o = lambda *s: torch.ones(*s, dtype=torch.float16)  # noqa: E731
+    p = "text_model."
+    sd = {p + "embeddings.token_embedding.weight": embedding_table(text),
+          p + "embeddings.position_embedding.weight": z(TOKENS, WIDTH),
+          p + "final_layer_norm.weight": o(WIDTH), p + "final_layer_norm.bias": z(WIDTH)}
+    for i in range(CLIP_LAYERS):
+        layer = f"{p}encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{layer}self_attn.{proj}.weight"], sd[f"{layer}self_attn.{proj}.bias"] = z(WIDTH, WIDTH), z(WIDTH)
+        for ln in ("layer_norm1", "layer_norm2"):
+            sd[f"{layer}{ln}.weight"], sd[f"{layer}{ln}.bias"] = o(WIDTH), z(WIDTH)
+        sd[f"{layer}mlp.fc1.weight"], sd[f"{layer}mlp.fc1.bias"] = z(4 * WIDTH, WIDTH), z(4 * WIDTH)
+        sd[f"{layer}mlp.fc2.weight"], sd[f"{layer}mlp.fc2.bias"] = z(WIDTH, 4 * WIDTH), z(WIDTH)
+    return sd
+
+
+def save_unet(diffusion_model) -> None:
     from safetensors.torch import save_file
 
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
-    save_file(state, str(UNET_FILE))
-    save_file({k: v.contiguous() for k, v in table.items()}, str(TEXT_FILE))
-    log.info("saved %s (%d tensors) and %s", UNET_FILE, len(state), TEXT_FILE)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in diffusion_model.state_dict().items()}
+    save_file(state, str(UNET_FILE), metadata={"what": "concept SD1.5-family UNet (bench/concept/train.py)"})
+
+
+def write_checkpoint(path: Path, unet_file: Path = UNET_FILE) -> Path:
+    """UNet + identity CLIP + TAESD -> one SD1.5-layout checkpoint at ``path`` (deterministic bytes)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = {f"model.diffusion_model.{k}": v for k, v in load_file(str(unet_file)).items()}
+    sd.update({f"cond_stage_model.transformer.{k}": v for k, v in clip_state_dict(load_file(str(TEXT_FILE))).items()})
+    sd.update({f"first_stage_model.{k}": v for k, v in load_file(str(VAE_FILE)).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata={"what": "NASA concept model: SD1.5-family UNet, identity CLIP-L, TAESD"})
+    return path
 
 
 def load():
-    """(ModelPatcher of the trained SD1.5-family model, text table) from the committed weights."""
+    """(ModelPatcher of the trained UNet, Encoder) from the committed weights, in process."""
     from safetensors.torch import load_file
 
     model = build_unet()
-    state = {k: v.float() for k, v in load_file(str(UNET_FILE)).items()}
-    model.diffusion_model.load_state_dict(state, strict=True)
+    model.diffusion_model.load_state_dict({k: v.float() for k, v in load_file(str(UNET_FILE)).items()}, strict=True)
     model.diffusion_model.eval()
-    return patcher(model), load_file(str(TEXT_FILE))
+    return patcher(model), Encoder(load_file(str(TEXT_FILE)))
+
+
+def load_vae():
+    import comfy.sd
+    from safetensors.torch import load_file
+
+    return comfy.sd.VAE(sd=load_file(str(VAE_FILE)))

@@ -1,0 +1,120 @@
+"""The concept model's one-step students: NASA-T (the pack's own ``nodes.train_loop.Trainer``, VSD with NASA in
+the student, alpha ~ U(0, 1)) and a control trained the same way with alpha fixed at 0.
+
+    .host/venv/bin/python bench/concept/students.py --which student        [--steps 1200] [--threads 1]
+    .host/venv/bin/python bench/concept/students.py --which student_alpha0 [--steps 1200]
+
+Training pairs (``training_pairs``): ``N_PAIRS`` captions drawn from the training distribution (seeded), each with
+a negative naming one value of an attribute the caption leaves free (a colour for "circle", "dot" or a background
+for "red square", ...); the trainer cycles through them. Settings (``SETTINGS``): the trainer's paper defaults
+(kappa ~ U(0.5, 4), t in [20, 980], alpha ~ U(0, 1)) except what a LoRA student on a CPU needs: LoRA on attention
++ feed-forward at rank 32 (scale lora_alpha / rank = 2, the paper's 128 / 64), lr 1e-3 for both sets (the paper's
+1e-6 student lr is for full fine-tuning over many thousand steps), batch 4, latent 8x8.
+Each run writes weights/<which>.safetensors (LoraLoaderModelOnly format) and weights/<which>.json (config, losses).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
+import host  # noqa: E402
+
+host.enter_host()
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import comfy.lora  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
+from nasa_pack.nodes.train_config import TrainConfig  # noqa: E402
+from nasa_pack.nodes.train_loop import Trainer  # noqa: E402
+
+import model as concept_model  # noqa: E402
+import scenes  # noqa: E402
+
+log = logging.getLogger("concept.students")
+N_PAIRS, PAIR_SEED = 512, 7
+SETTINGS = dict(batch_size=4, lr_student=1e-3, lr_teacher=1e-3, rank=32, lora_alpha=64.0, kappa=(0.5, 4.0),
+                t_range=(20, 980), seed=1, targets="attention+ff", latent_size=8)
+ALPHA = {"student": (0.0, 1.0), "student_alpha0": (0.0, 0.0)}
+
+
+def file_for(which: str) -> Path:
+    return concept_model.WEIGHTS / f"{which}.safetensors"
+
+
+def training_pairs(n: int = N_PAIRS, seed: int = PAIR_SEED) -> list:
+    """(positive, negative) prompts: a training caption and one value of an attribute it leaves free."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        scene = scenes.sample_scene(g)
+        named = {a: bool(torch.rand(1, generator=g) < scenes.NAME_P) for a in ("size", "colour", "shape", "background")}
+        positive = scenes.caption(scene, named)
+        free = [a for a, on in named.items() if not on and a != "shape"] + list(scenes.EXTRAS)
+        attr = free[int(torch.randint(len(free), (1,), generator=g))]
+        options = {"size": scenes.SIZES, "colour": scenes.COLOURS, "background": scenes.BACKGROUNDS}.get(attr)
+        negative = attr if options is None else list(options)[int(torch.randint(len(options), (1,), generator=g))]
+        if positive:
+            out.append((positive, negative))
+    return out
+
+
+def train(which: str, steps: int, every: int = 25) -> dict:
+    patcher, encoder = concept_model.load()
+    config = TrainConfig(steps=steps, alpha=ALPHA[which], checkpoint_every=10 ** 9, **SETTINGS)
+    pairs = [(encoder.conditioning(p)[0], encoder.conditioning(n)[0]) for p, n in training_pairs()]
+    start = time.perf_counter()
+
+    def on_step(step, losses):
+        if step == 1 or step % every == 0 or step == steps:
+            log.info("%s step %d/%d  student %.4g  teacher %.4g  %.0f s", which, step, steps, losses["student"],
+                     losses["teacher"], time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as checkpoints:
+        result = Trainer(patcher, pairs, config, Path(checkpoints)).run(on_step=on_step, resume=False)
+    if result.status != "done":
+        raise RuntimeError(f"NASA-T stopped early ({result.status}) at step {result.steps_done}")
+    wall = time.perf_counter() - start
+    comfy.utils.save_torch_file(result.student_lora, str(file_for(which)),
+                                metadata={"nasa_t_config": json.dumps(config.as_dict()),
+                                          "trained_on": "bench/concept (SD1.5-family concept model)"})
+    report = {"which": which, "config": config.as_dict(), "wall_s": wall, "steps_per_s": steps / wall,
+              "losses": result.losses}
+    file_for(which).with_suffix(".json").write_text(json.dumps(report))
+    return report
+
+
+def load(patcher, which: str, strength: float = 1.0):
+    """The base with a student LoRA, as LoraLoaderModelOnly builds it. Refuses keys the host does not map."""
+    lora = comfy.utils.load_torch_file(str(file_for(which)), safe_load=True)
+    key_map = comfy.lora.model_lora_keys_unet(patcher.model, {})
+    layers = {k.removesuffix(s) for k in lora for s in (".lora_up.weight", ".lora_down.weight", ".alpha")
+              if k.endswith(s)}
+    if layers - set(key_map):
+        raise ValueError(f"{file_for(which)}: LoRA layers the host does not map, e.g. {sorted(layers - set(key_map))[:2]}")
+    return comfy.sd.load_lora_for_models(patcher, None, lora, strength, 0)[0]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--which", choices=sorted(ALPHA), required=True)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    report = train(args.which, args.steps)
+    log.info("%s: %d steps in %.0f s (%.2f steps/s) -> %s", args.which, args.steps, report["wall_s"],
+             report["steps_per_s"], file_for(args.which))
+
+
+if __name__ == "__main__":
+    main()
