@@ -19,6 +19,7 @@ import torch
 import comfy.model_base
 import comfy.model_management
 
+from . import host_features
 from . import train_checkpoint as ckpt
 from . import unet
 from .train_config import TrainConfig, TrainResult
@@ -40,9 +41,24 @@ def _identity(module):
 
 def _training_clone(patcher, needs_copy: bool):
     """The clone that carries the LoRA sets, NASA and checkpointing patches (call outside inference mode)."""
-    if needs_copy:
-        return patcher.clone(force_deepcopy=True)  # as comfy_extras/nodes_train.py TrainLoraNode does
+    if needs_copy:  # a fresh copy from the model's loader, as comfy_extras/nodes_train.py TrainLoraNode makes it
+        return host_features.training_copy(patcher)
     return patcher.clone()
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """The base weights of ``module`` frozen (requires_grad False) inside the block, their flags restored after:
+    only the LoRA sets (held outside the model) get gradients. Hosts before 0.30.0 build models with trainable
+    weights, and custom loaders may too; on a real SDXL that would be a full set of base gradients in memory."""
+    thawed = [p for p in module.parameters() if p.requires_grad]
+    for p in thawed:
+        p.requires_grad_(False)
+    try:
+        yield len(thawed)
+    finally:
+        for p in thawed:
+            p.requires_grad_(True)
 
 
 class Trainer:
@@ -74,6 +90,8 @@ class Trainer:
         # A model loaded inside ComfyUI's inference mode has inference-tensor weights, which autograd cannot save
         # for backward even frozen: train on a fresh copy, made as the host's own LoRA trainer makes it.
         needs_copy = any(p.is_inference() for p in dm.parameters())
+        if needs_copy:
+            host_features.TRAINING_COPY.require()  # a missing host feature fails here, before anything is built
         if needs_copy and getattr(patcher, "cached_patcher_init", None) is None:
             raise ValueError("this model's weights were created in inference mode and it was not loaded by a core "
                              "loader that can reload it (ModelPatcher.cached_patcher_init): load the checkpoint "
@@ -173,8 +191,9 @@ class Trainer:
             comfy.model_management.load_models_gpu([self.clone], memory_required=1e20, force_full_load=True)
             self.clone.pre_run()
             try:
-                self.calls.prepare(self.device)
-                yield self
+                with frozen(self.clone.model):  # after loading: weight patches may bring new parameters
+                    self.calls.prepare(self.device)
+                    yield self
             finally:
                 self.clone.cleanup()
 
