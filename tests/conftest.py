@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,13 +6,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import host  # noqa: E402
 
-host.enter_host()
-
 import contextlib  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import pytest  # noqa: E402
+
+# Without a ComfyUI the pack's tests are skipped with the reason, never an import error: pytest collecting a folder
+# that holds the pack (ComfyUI's own tests with the pack in a custom_nodes folder) must not stop there. The test
+# command (scripts/test.sh, CI) sets NASA_REQUIRE_HOST=1, so a missing host fails there instead of skipping.
+NO_HOST = host.missing_reason()
+if NO_HOST and os.environ.get("NASA_REQUIRE_HOST") == "1":
+    raise RuntimeError(NO_HOST)
+if not NO_HOST:
+    host.enter_host()
+
+
+class _NoHostItem(pytest.Item):
+    @property
+    def module(self):  # hooks of a suite that collects the pack read item.module (ComfyUI's tests/conftest.py)
+        return types.ModuleType(self.path.stem)
+
+    def runtest(self):
+        pytest.skip(NO_HOST)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}: needs ComfyUI"
+
+
+class _NoHostModule(pytest.Module):
+    """A test module that is not imported (its imports need ComfyUI): one item that skips with the reason (so a
+    run of only the pack's tests ends "N skipped", exit status 0, not "no tests collected")."""
+
+    def collect(self):
+        return [_NoHostItem.from_parent(self, name="needs_comfyui")]
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if NO_HOST:
+        return _NoHostModule.from_parent(parent, path=module_path)
+    return None
 
 PROMPT_TIMEOUT = 300.0
 

@@ -32,11 +32,21 @@ def package_root() -> Path:
     return root
 
 
+def missing_reason() -> str | None:
+    """Why no ComfyUI can be entered (a sentence for a skip or an error), or None when one is there."""
+    root = comfy_root()
+    if (root / "main.py").exists():
+        return None
+    return (f"no ComfyUI at {root} (looked at $COMFYUI_PATH, a ComfyUI holding this pack under custom_nodes/, "
+            f"then the repo's .host/ComfyUI): run scripts/host.sh or set COMFYUI_PATH")
+
+
 def enter_host() -> Path:
     """Put ComfyUI and the pack on sys.path with CPU settings; return the ComfyUI root."""
     root = comfy_root()
-    if not (root / "main.py").exists():
-        raise RuntimeError(f"no ComfyUI at {root}: run scripts/host.sh (or set COMFYUI_PATH)")
+    reason = missing_reason()
+    if reason:
+        raise RuntimeError(reason)
     for p in (str(root), str(package_root())):
         if p not in sys.path:
             sys.path.insert(0, p)
