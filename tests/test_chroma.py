@@ -46,12 +46,12 @@ def test_matches_hand_computed_nasa(chroma, alpha, pos_len, neg_len):
 
 
 def masked(pos):
-    """The positive with a [text | image] attention bias as StyleModelApply (attn_bias) leaves it: the host passes
+    """The positive with a [text | image] attention bias added as StyleModelApply (attn_bias) adds it: the host passes
     it to Chroma's joint attention (``Flux.extra_conds``, with ``attention_mask_img_shape``)."""
     t = pos[0][0].shape[1] + 16
     g = torch.Generator().manual_seed(7)
     bias = torch.log(0.2 + torch.rand(1, t, t, generator=g))
-    return [[pos[0][0], {"attention_mask": bias, "attention_mask_img_shape": (4, 4)}]]
+    return [[pos[0][0], {**pos[0][1], "attention_mask": bias, "attention_mask_img_shape": (4, 4)}]]
 
 
 @pytest.mark.parametrize("blocks,key", [("double.0", ("double", 0)), ("single.0", ("single", 0))])

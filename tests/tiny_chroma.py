@@ -28,6 +28,7 @@ def model(seed: int = 0, std: float = 0.1, **overrides):
 
 def conditioning(tokens: int = 9, seed: int = 1, batch: int = 1) -> list:
     """A Chroma CONDITIONING as the host's T5 encoder (``pixart_te``) makes it: the prompt's own token count, no
-    padding, no pooled vector, no mask."""
+    padding, no pooled vector (the ``pooled_output`` key set to None, as ``encode_from_tokens`` sets it on every
+    release; 0.18.2's ``Flux.encode_adm`` reads it), no mask."""
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(batch, tokens, 4096, generator=g), {}]]
+    return [[torch.randn(batch, tokens, 4096, generator=g), {"pooled_output": None}]]

@@ -31,6 +31,7 @@ def model(seed: int = 0, std: float = 0.1, **overrides):
 
 def conditioning(tokens: int = 9, seed: int = 1, batch: int = 1) -> list:
     """A FLUX.2 CONDITIONING as the Mistral / Qwen3 encoders make it: (batch, tokens, 7680) features, no pooled
-    vector; the model pads the text to 512 tokens itself (``Flux2.extra_conds``)."""
+    vector (the host's ``encode_from_tokens`` still sets the ``pooled_output`` key, to None, on every release, and
+    0.18.2's ``Flux.encode_adm`` reads it); the model pads the text to 512 tokens itself (``Flux2.extra_conds``)."""
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(batch, tokens, WIDTH, generator=g), {}]]
+    return [[torch.randn(batch, tokens, WIDTH, generator=g), {"pooled_output": None}]]
