@@ -66,7 +66,24 @@ TRAINING_COPY = Feature(
     "NASA-T Train", "0.18.2", lambda: _clone_force_deepcopy() or _clone_model_override())
 
 
-FEATURES = (TRAINING_COPY,)
+def _unload_model_and_clones() -> bool:
+    import comfy.model_management
+
+    return callable(getattr(comfy.model_management, "unload_model_and_clones", None))
+
+
+UNLOAD_CLONES = Feature(
+    "comfy.model_management.unload_model_and_clones (the training clone and its copy of the weights are unloaded "
+    "when the node ends)", "NASA-T Train", "0.24.1", lambda: _unload_model_and_clones())
+
+FEATURES = (TRAINING_COPY, UNLOAD_CLONES)
+TRAINER = (TRAINING_COPY, UNLOAD_CLONES)  # what NASA-T Train checks before it trains
+
+
+def require_trainer() -> None:
+    """Every host feature NASA-T Train uses, or a HostFeatureMissing naming the first one missing."""
+    for feature in TRAINER:
+        feature.require()
 
 
 def missing() -> List[Feature]:

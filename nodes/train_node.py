@@ -22,7 +22,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from . import unet
+from . import host_features, unet
 from .families import model_name
 from .train_pairs import check_pairs
 
@@ -224,6 +224,7 @@ class NASATrainLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive=None, negative=None, clip=None, prompt_pairs=None, **settings) -> io.NodeOutput:
         model, pairs, s, stem = prepare(model, positive, negative, clip, prompt_pairs, settings)
+        host_features.require_trainer()  # an older ComfyUI fails here, naming what it lacks, not inside training
         from .train_loop import TrainConfig, Trainer  # after the checks, which need no training code
 
         config = TrainConfig(**{k: s[k] for k in CONFIG_KEYS}, kappa=(s["kappa_min"], s["kappa_max"]),

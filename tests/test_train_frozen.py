@@ -106,7 +106,27 @@ def test_a_host_without_either_way_refuses_before_training(tmp_path, monkeypatch
                                                                    r"force_deepcopy=\.\.\.\).*ComfyUI 0\.18\.2"):
             Trainer(loaded, pairs(), TrainConfig(steps=1, **CONFIG), tmp_path)
     assert made == [] and not (tmp_path / "checkpoint_000001").exists()
-    assert [f.needed_by for f in host_features.missing()] == ["NASA-T Train"]
+    assert host_features.TRAINING_COPY in host_features.missing()
+
+
+def test_the_node_refuses_a_host_without_unload_before_training(monkeypatch, caplog):
+    """0.18.2 has no unload_model_and_clones: the node says so when it starts, never after a training run."""
+    from nasa_pack.nodes import train_loop
+    from nasa_pack.nodes.train_node import NASATrainLoRA
+
+    monkeypatch.setattr(host_features, "_unload_model_and_clones", lambda: False)
+    monkeypatch.setattr(train_loop, "Trainer", lambda *a, **k: pytest.fail("training started"))
+    settings = dict(steps=1, batch_size=1, resolution=64, lr_student=1e-3, lr_teacher=1e-3, rank=2, lora_alpha=4.0,
+                    kappa_min=0.5, kappa_max=4.0, seed=0, checkpoint_every=10, gradient_checkpointing=False,
+                    precision="fp32", lora_name="never_written", resume=False)
+    pos, neg = pairs()[0]
+    with pytest.raises(host_features.HostFeatureMissing, match=r"NASA-T Train needs comfy\.model_management\."
+                                                               r"unload_model_and_clones .*ComfyUI 0\.24\.1 and"):
+        NASATrainLoRA.execute(model=[tiny.tiny_model("sd15")], positive=[[pos]], negative=[[neg]], clip=None,
+                              prompt_pairs=[""], **{k: [v] for k, v in settings.items()})
+    with caplog.at_level("WARNING", logger=host_features.__name__):
+        host_features.report()
+    assert [r.getMessage() for r in caplog.records if "unload_model_and_clones" in r.getMessage()] != []
 
 
 def test_this_host_has_what_the_pack_needs():
