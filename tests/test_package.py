@@ -196,7 +196,7 @@ def test_future_weights_and_folders_stay_out():
                 "docs/new_picture.png", "tests/test_new.py", ".ci/run", ".github/workflows/ci.yml", "newpkg/x.py"]:
         assert is_ignored(spec, rel), f"{rel} would ship in the registry zip"
     for rel in ["nodes/new_family.py", "nasa_core/new.py", "web/js/panel.js", "workflows/new.json",
-                "docs/concept_removal_grid.png", "scripts/nasa_train.py", "__init__.py"]:
+                "docs/concept_demo.png", "scripts/nasa_train.py", "__init__.py"]:
         assert not is_ignored(spec, rel), f"{rel} would be left out of the registry zip"
 
 
