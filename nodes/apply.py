@@ -83,9 +83,9 @@ def apply_nasa(model, negative, scale: float, start_percent: float = 0.0, end_pe
     negatives = read_negative(negative, family.context_width(diffusion_model, layers), model_name(model))
     if scale == 0:
         return model.clone()
-    sampling = model.get_model_object("model_sampling")
-    patch = NASAPatch(negatives, scale, sampling.percent_to_sigma(start_percent),
-                      sampling.percent_to_sigma(end_percent), family.cross_attention_layers, family.prepare_text)
+    # The window stays in percents: each call reads it against the model_sampling it samples with.
+    patch = NASAPatch(negatives, scale, start_percent, end_percent, family.cross_attention_layers,
+                      family.prepare_text)
     m = model.clone()
     family.install(m, patch, keys)
     m.add_wrapper_with_key("apply_model", f"nasa_{patch.uid}", patch.apply_model_wrapper)

@@ -67,26 +67,32 @@ def _identity_text(diffusion_model: torch.nn.Module, tokens: torch.Tensor) -> to
 class NASAPatch:
     """The state of one NASA Apply: its negative, alpha, sigma window and a way to find the model's layers."""
 
-    def __init__(self, negatives: List[Negative], alpha: float, sigma_start: float, sigma_end: float,
+    def __init__(self, negatives: List[Negative], alpha: float, start_percent: float, end_percent: float,
                  find_layers: Callable[[torch.nn.Module], Dict[tuple, torch.nn.Module]],
                  prepare_text: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = _identity_text):
         self.uid = uuid.uuid4().hex
         self.negatives = negatives
         self.alpha = float(alpha)
-        self.sigma_start, self.sigma_end = sigma_start, sigma_end
+        self.start_percent, self.end_percent = float(start_percent), float(end_percent)
         self.find_layers = find_layers
         self.prepare_text = prepare_text  # the model's own text path, run on the negative once per call
 
-    def in_window(self, sigmas: torch.Tensor) -> bool:
+    def in_window(self, sigmas: torch.Tensor, model_sampling) -> bool:
+        """Whether this call's sigma lies in [start_percent, end_percent] of the schedule of ``model_sampling``: the
+        one the call samples with, so a ModelSampling* node placed after NASA Apply moves the window with it."""
+        if self.start_percent <= 0.0 and self.end_percent >= 1.0:
+            return True  # every step, whatever the schedule
         sigma = float(sigmas.reshape(-1)[0])
-        return self.sigma_end <= sigma <= self.sigma_start
+        return model_sampling.percent_to_sigma(self.end_percent) <= sigma <= \
+            model_sampling.percent_to_sigma(self.start_percent)
 
     def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
                             transformer_options={}, **kwargs):
-        rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], device=x.device)
-        if (rows is not None and rows.numel() == 0) or not self.in_window(transformer_options.get("sigmas", t)):
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         base_model = executor.class_obj
+        rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], device=x.device)
+        if (rows is not None and rows.numel() == 0) or \
+                not self.in_window(transformer_options.get("sigmas", t), base_model.model_sampling):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         dtype = base_model.get_dtype_inference()
         dm = base_model.diffusion_model
         state = CallState(
