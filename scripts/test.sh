@@ -42,6 +42,7 @@ if [ "${1:-}" = "--oldest" ]; then
 elif [ $# -gt 0 ]; then
   run_latest "$@"
 else
-  run_latest
+  latest=0; run_latest || latest=$?  # the oldest-release run goes on after failures here, to report both
   run_oldest
+  exit "$latest"
 fi
