@@ -117,6 +117,24 @@ def detector_accuracy(n: int = 1000, seed: int = 12345) -> float:
     return hits / n
 
 
+def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024) -> dict:
+    """Does the model follow its positive with no negative? ``n`` captions drawn as in training (held-out seed),
+    one image each: the fraction with every named attribute present, and with a valid scene."""
+    g = torch.Generator().manual_seed(seed)
+    captions = []
+    while len(captions) < n:
+        _, c = scenes.training_pair(g)
+        if c:
+            captions.append(c)
+    kept = valid = 0
+    for i, caption in enumerate(captions):
+        img = generate.images(nets[name], encoder, vae, caption, "", "none", 0.0, steps, [10_000 + i])[0]
+        found = scenes.detect(img)
+        kept += all(scenes.has(found, a, v) for a, v in scenes.parse(caption).items())
+        valid += found["valid"]
+    return {"model": name, "steps": steps, "captions": n, "kept": kept / n, "valid": valid / n}
+
+
 def table(results: list) -> str:
     lines = ["| model | steps | method | removed | positive kept | valid | passes / image | ms / image |",
              "|---|---|---|---|---|---|---|---|"]
@@ -141,6 +159,7 @@ def main(argv=None) -> list:
     ap.add_argument("--rows", default="", help="only rows whose 'model/steps/method' contains this")
     ap.add_argument("--no-images", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precondition", type=int, default=0, help="also score N training-style captions, no negative")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -153,6 +172,13 @@ def main(argv=None) -> list:
     if out is not None:
         (out / "images").mkdir(parents=True, exist_ok=True)
     manifest, results = [], []
+    if args.precondition:
+        pre = [precondition(nets, encoder, vae, m, 4 if m == "base" else 1, args.precondition) for m in models]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "precondition.json").write_text(json.dumps(pre, indent=1))
+        for p in pre:
+            log.info("precondition %s at %d step(s): positive kept %.1f%%, valid %.1f%% of %d captions",
+                     p["model"], p["steps"], 100 * p["kept"], 100 * p["valid"], p["captions"])
     for row in rows(models):
         if args.rows and args.rows not in "/".join(map(str, row)):
             continue

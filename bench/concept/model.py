@@ -153,6 +153,12 @@ def save_unet(diffusion_model) -> None:
     save_file(state, str(UNET_FILE), metadata={"what": "concept SD1.5-family UNet (bench/concept/train.py)"})
 
 
+def save_text(text: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in text.items()}, str(TEXT_FILE))
+
+
 def write_checkpoint(path: Path, unet_file: Path = UNET_FILE) -> Path:
     """UNet + identity CLIP + TAESD -> one SD1.5-layout checkpoint at ``path`` (deterministic bytes)."""
     from safetensors.torch import load_file, save_file

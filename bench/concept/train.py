@@ -1,6 +1,6 @@
 """Train the concept model's UNet (reproducible: fixed seed, step count and thread count, CPU).
 
-    .host/venv/bin/python bench/concept/train.py [--steps 1500] [--batch 32] [--seed 0] [--threads 1]
+    .host/venv/bin/python bench/concept/train.py [--steps 1000] [--batch 16] [--seed 0] [--threads 1]
 
 Data: a pool of ``--pool`` scenes (``scenes.sample_scene``) encoded once by the committed TAESD (``vae.py``) into
 the model's latent space, exactly as ComfyUI's VAEEncode would (``0.18215 * (enc / vae_scale + vae_shift)``);
@@ -13,7 +13,7 @@ uniform timestep, the other half the timesteps that the 4-step ``simple`` schedu
 is also the one-step timestep), as few-step models (DMD2, LCM) are trained for their own timesteps. The loss is
 the eps error weighted by 1 + sigma^2: eps error at low noise, the denoised image's error at high noise, where
 the 1- and 4-step samplers take their first x0 estimate.
-Writes weights/concept_sd15_unet.safetensors (fp16).
+Writes weights/concept_sd15_unet.safetensors (fp16) and weights/concept_text.safetensors (the text rows).
 """
 from __future__ import annotations
 
@@ -72,10 +72,10 @@ def draw_captions(pool, idx, g) -> list:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--pool", type=int, default=8192)
+    ap.add_argument("--pool", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -123,6 +123,7 @@ def main(argv=None) -> None:
                      (time.time() - t_loop) / (step + 1), time.time() - start)
     unet.eval().requires_grad_(False)
     concept_model.save_unet(unet)
+    concept_model.save_text(encoder.text)
     log.info("trained %d steps x %d (seed %d) in %.0f s on %d threads -> %s", args.steps, args.batch, args.seed,
              time.time() - start, args.threads, concept_model.UNET_FILE)
 

@@ -2,8 +2,12 @@
 on the concept scenes. Saved with ``taesd_encoder.*`` / ``taesd_decoder.*`` keys plus ``vae_scale`` /
 ``vae_shift``, so ComfyUI's VAE loader (and a checkpoint's first_stage_model) reads it as a TAESD.
 
-    .host/venv/bin/python bench/concept/vae.py [--steps 600] [--seed 0]      # writes weights/concept_taesd.safetensors
+    .host/venv/bin/python bench/concept/vae.py --threads 2                    # encoder + decoder, 400 steps
+    .host/venv/bin/python bench/concept/vae.py --threads 1 --decoder-steps 800  # then the decoder alone
 
+Both write weights/concept_taesd.safetensors. The second phase keeps the encoder (so the latent space, and the
+UNet trained on it meanwhile, stay valid) and trains the decoder further. The loss weighs shape pixels 11x: they
+are a few percent of a scene, and an unweighted decoder learned the backgrounds and blurred the shapes' colours.
 Training on 32x32 crops (aligned to the 8-pixel latent grid) costs a quarter of full scenes; the nets are fully
 convolutional, so they apply to 64x64. Latent noise (std 0.1) makes the decoder tolerate the UNet's small errors.
 ``vae_scale`` / ``vae_shift`` standardise the latent: ComfyUI hands the UNet ``0.18215 * (enc / vae_scale +
@@ -41,35 +45,74 @@ def build():
 
 
 def init(*nets, seed: int) -> None:
+    """He init for every conv, and each residual Block's last conv zeroed so that a Block starts as ReLU(x):
+    TAESD has no normalisation, and with PyTorch's default init its 20-odd layers first pass almost nothing
+    (400 steps learned the backgrounds but mixed up the shapes' colours)."""
+    import comfy.taesd.taesd as taesd
+
     torch.manual_seed(seed)
     for net in nets:
         for m in net.modules():
             if isinstance(m, torch.nn.Conv2d):
-                torch.nn.Conv2d.reset_parameters(m)
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    torch.nn.init.zeros_(m.bias)
+        for m in net.modules():
+            if isinstance(m, taesd.Block):
+                torch.nn.init.zeros_(m.conv[-1].weight)
 
 
-def batch(g: torch.Generator, n: int, crop: int) -> torch.Tensor:
-    out = []
-    for _ in range(n):
-        img, _ = scenes.training_pair(g)
-        y, x = (int(v) * 8 for v in torch.randint((scenes.SIZE - crop) // 8 + 1, (2,), generator=g))
+def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` crops (aligned to the latent grid; every other one holds the main shape, or with ``extra_crops``
+    a third the main shape and a third an extra object) and their loss weights: 1 on the background,
+    1 + FOREGROUND_WEIGHT on shapes, which cover only a few percent of a scene."""
+    out, weights = [], []
+    top = (scenes.SIZE - crop) // 8
+    for k in range(n):
+        scene = scenes.sample_scene(g)
+        img = scenes.render(scene)
+        centre = None
+        if (k % 3 == 1) if extra_crops else (k % 2 == 1):
+            centre = (scene["cy"], scene["cx"])
+        elif extra_crops and k % 3 == 2 and scene["extras"]:  # the small extra objects need their share of the loss too
+            centre = scenes.CORNERS[list(scene["extras"].values())[0]]
+        if centre is not None:
+            y, x = (min(top, max(0, int((c - crop / 2) // 8) + int(torch.randint(2, (1,), generator=g))))
+                    for c in centre)
+        else:
+            y, x = (int(v) for v in torch.randint(top + 1, (2,), generator=g))
+        y, x = 8 * y, 8 * x
+        bg = torch.tensor(scenes.BACKGROUNDS[scene["background"]]).view(3, 1, 1)
+        fg = ((img - bg).abs().sum(0, keepdim=True) > 0.05).float()
         out.append(img[:, y:y + crop, x:x + crop])
-    return torch.stack(out)
+        weights.append(1 + FOREGROUND_WEIGHT * fg[:, y:y + crop, x:x + crop])
+    return torch.stack(out), torch.stack(weights)
 
 
-def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float = 1e-3):
-    enc, dec = build()
-    init(enc, dec, seed=seed)
-    params = list(enc.parameters()) + list(dec.parameters())
+FOREGROUND_WEIGHT = 3.0
+
+
+def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float = 2e-3, enc=None, dec=None,
+          joint: bool = False, extra_crops: bool = False):
+    """Joint training (from scratch when ``enc`` is None, else warm-started), or the decoder alone on a frozen
+    encoder (``joint`` False: its latent space stays fixed)."""
+    if enc is None:
+        joint = True
+        enc, dec = build()
+        init(enc, dec, seed=seed)
+    params = (list(enc.parameters()) if joint else []) + list(dec.parameters())
+    enc.requires_grad_(joint)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
     t0, running = time.time(), None
     for step in range(steps):
-        x = batch(g, batch_size, crop)
-        z = enc(x)
+        x, w = batch(g, batch_size, crop, extra_crops)
+        with torch.set_grad_enabled(joint):
+            z = enc(x)
         recon = dec(z + 0.1 * torch.randn(z.shape, generator=g))
-        loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean() + 1e-3 * (z ** 2).mean()
+        err = recon - x
+        loss = (w * (err.abs() + err ** 2)).mean() / w.mean() + 1e-3 * (z ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -102,16 +145,45 @@ def main(argv=None) -> None:
     from safetensors.torch import save_file
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--decoder-steps", type=int, default=0,
+                    help="then train the decoder alone this many steps on the saved encoder (latents unchanged)")
+    ap.add_argument("--init", type=Path, default=None, help="warm-start both nets from this TAESD file")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--extra-crops", action="store_true", help="a third of the crops centred on an extra object")
+    ap.add_argument("--fg-weight", type=float, default=FOREGROUND_WEIGHT, help="extra loss weight of shape pixels")
     args = ap.parse_args(argv)
+    globals()["FOREGROUND_WEIGHT"] = args.fg_weight
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
     t0 = time.time()
-    enc, dec = train(args.steps, args.seed)
-    mean, std = latent_stats(enc, args.seed)
+    if args.decoder_steps:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(VAE_FILE))
+        enc, dec = build()
+        for prefix, net in (("taesd_encoder.", enc), ("taesd_decoder.", dec)):
+            net.load_state_dict({k.removeprefix(prefix): v.float() for k, v in sd.items() if k.startswith(prefix)})
+        enc, dec = train(args.decoder_steps, args.seed + 1, lr=args.lr, enc=enc.eval(), dec=dec,
+                         extra_crops=args.extra_crops)
+        enc.requires_grad_(False)
+        std = float(sd["vae_scale"]) / SD15_SCALE
+        mean = -float(sd["vae_shift"]) * SD15_SCALE * std
+    else:
+        enc = dec = None
+        if args.init is not None:
+            from safetensors.torch import load_file
+
+            sd = load_file(str(args.init))
+            enc, dec = build()
+            for prefix, net in (("taesd_encoder.", enc), ("taesd_decoder.", dec)):
+                net.load_state_dict({k.removeprefix(prefix): v.float() for k, v in sd.items() if k.startswith(prefix)})
+        enc, dec = train(args.steps, args.seed, lr=args.lr, enc=enc, dec=dec, joint=True,
+                         extra_crops=args.extra_crops)
+        mean, std = latent_stats(enc, args.seed)
     WEIGHTS.mkdir(exist_ok=True)
     save_file(state_dict(enc, dec, mean, std), str(VAE_FILE))
     log.info("trained TAESD %d steps (seed %d) in %.0f s; latent mean %.3f std %.3f -> %s",
