@@ -1,29 +1,27 @@
-"""See NASA work in a real ComfyUI, without downloading a model: run with `bash scripts/demo.sh`.
+"""See NASA remove a negative at one step, in a real ComfyUI, on a model trained here: `bash scripts/demo.sh`.
 
-Writes random-weight SD1.5 stand-in files (tests/standin.py) into .host/demo/models, starts ComfyUI with this
-pack linked as .host/demo/custom_nodes/nasa_pack, queues the example graph without NASA and with NASA at a few
-scales, and prints where the images are and what the server log says. Then it stops the server, unless
---serve is given: then the server stays up on http://127.0.0.1:8188 for you to open in a browser.
-
-The stand-ins have random weights: the images are noise. They show that the node loads, runs in a real graph
-and changes the result; put a real SD1.5-based checkpoint in .host/demo/models/checkpoints and pass --ckpt to
-see actual pictures.
+The model is the repo's concept model (bench/concept: 64x64 scenes of a coloured shape on a background with an
+optional dot / cross; an SD1.5-family checkpoint that CheckpointLoaderSimple reads, and its one-step NASA-T
+student LoRA). The demo writes both into .host/demo/models, starts ComfyUI with this pack linked under
+.host/demo/custom_nodes/, and for a few prompt pairs queues the same graph three ways at one step: no negative
+(cfg 1), CFG with the negative as unconditional, NASA Apply (cfg 1). It prints what the detector
+(bench/concept/scenes.py) found in each image and writes one side-by-side picture. --serve leaves the UI up.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench" / "concept"))
 
 import comfy_server  # noqa: E402
-import standin  # noqa: E402
-import workflows  # noqa: E402
+import concept_files  # noqa: E402
+
+PAIRS = (("circle", "red"), ("blue square", "dot"), ("yellow triangle", "white"), ("green circle", "large"))
 
 
 def say(text: str = "") -> None:
@@ -31,122 +29,77 @@ def say(text: str = "") -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--serve", action="store_true",
-                   help="leave the server running on 127.0.0.1:PORT (default 8188) and print its URL")
-    p.add_argument("--port", type=int, default=None,
-                   help="port to listen on (default: 8188 with --serve, else a free one)")
-    p.add_argument("--dir", type=Path, default=REPO / ".host" / "demo",
-                   help="ComfyUI base directory for the demo (models/, output/, custom_nodes/; default .host/demo)")
-    p.add_argument("--scales", default="0.3,1.0", help="NASA scales to run, comma-separated (default 0.3,1.0)")
-    p.add_argument("--steps", type=int, default=2, help="sampler steps (default 2; cfg is 1 as NASA expects)")
-    p.add_argument("--size", type=int, default=128, help="image width and height (default 128)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--positive", default=workflows.POSITIVE)
-    p.add_argument("--negative", default=workflows.NEGATIVE)
-    p.add_argument("--ckpt", default=None,
-                   help="a checkpoint in <dir>/models/checkpoints to use instead of the random stand-in")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per prompt (default 600)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--serve", action="store_true", help="leave ComfyUI running on 127.0.0.1:PORT (default 8188)")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--dir", type=Path, default=REPO / ".host" / "demo", help="ComfyUI base directory")
+    p.add_argument("--images", type=int, default=8, help="images (seeds) per prompt pair and method")
+    p.add_argument("--cfg", type=float, default=3.0, help="CFG scale of the CFG row")
+    p.add_argument("--scale", type=float, default=concept_files.DEMO_SCALE, help="NASA Apply scale")
+    p.add_argument("--model", choices=("student", "base"), default="student",
+                   help="the one-step NASA-T student (1 step) or the base model (4 steps)")
+    p.add_argument("--out", type=Path, default=None, help="side-by-side picture (default <dir>/nasa_demo.png)")
+    p.add_argument("--timeout", type=float, default=300.0)
     return p.parse_args(argv)
 
 
-def image_stats(path: Path, reference: Path = None) -> str:
-    import numpy as np
-    from PIL import Image
+def verdict(found: list, negative: str) -> str:
+    import scenes
 
-    def load(p):
-        with Image.open(p) as im:
-            return im.size, np.asarray(im.convert("RGB"), dtype=np.float32)
-
-    size, img = load(path)
-    text = f"{size[0]}x{size[1]}, pixel std {img.std():.1f}"
-    if reference is not None:
-        text += f", mean |difference| to the image without NASA: {np.abs(img - load(reference)[1]).mean():.2f}/255"
-    return text
-
-
-def report_log(server: comfy_server.ComfyServer) -> None:
-    log = re.sub(r"\x1b\[[0-9;]*m", "", server.log_text())
-    imports = [line.replace("[INFO]", "").strip() for line in log.splitlines()
-               if f"custom_nodes/{comfy_server.PACK_FOLDER}" in line]
-    say("server log:")
-    say(f"  custom node import: {imports[0] if imports else 'NOT FOUND (the pack was not loaded)'}")
-    say(f"  IMPORT FAILED: {'YES, see the log' if 'IMPORT FAILED' in log else 'none'}")
-    for line in log.splitlines():
-        if "NASA Apply:" in line or "Prompt executed in" in line or "!!! Exception" in line:
-            say("  " + line.replace("[INFO]", "").strip())
+    attr, value = next(((a, v) for a, v in scenes.parse(negative).items()), (negative, True))
+    hits = sum(scenes.has(f, attr, value) for f in found)
+    broken = sum(not f["valid"] for f in found)
+    return f"{negative} {hits}/{len(found)}" + (f", broken {broken}/{len(found)}" if broken else "")
 
 
 def main(argv=None) -> int:
+    import torch
+    from PIL import Image
+
+    import scenes
+
     args = parse_args(argv)
-    scales = [float(s) for s in args.scales.split(",") if s.strip()]
-    port = args.port or (8188 if args.serve else None)
     base = comfy_server.prepare_base(args.dir)
-    say(f"ComfyUI base directory: {base} (pack linked as custom_nodes/{comfy_server.PACK_FOLDER})")
-
     t0 = time.perf_counter()
-    files = standin.write_sd15_standins(base / "models")
-    sizes = standin.file_sizes(base / "models")
-    say(f"stand-in SD1.5 files written in {time.perf_counter() - t0:.1f}s: "
-        + ", ".join(f"{k} ({v / 1e6:.1f} MB)" for k, v in sizes.items()))
-    if args.ckpt:
-        files["CheckpointLoaderSimple"] = args.ckpt
-
+    files = concept_files.install(base / "models")
+    say(f"concept model written to {base / 'models'} in {time.perf_counter() - t0:.1f}s: {', '.join(files.values())}")
+    port = args.port or (8188 if args.serve else None)
     try:
         server = comfy_server.start(base, port, log_path=base / "comfyui.log", detach=args.serve, timeout=300)
     except comfy_server.ServerError as e:
-        say(f"could not start ComfyUI: {e}")
-        if port is not None:
-            say("another server on that port? stop it, or pick another port with --port N")
+        say(f"could not start ComfyUI: {e} (another server on that port? use --port N)")
         return 1
-    keep = False
+    keep, rows = False, []
     try:
         say(f"ComfyUI answered on {server.url} after {server.start_seconds:.1f}s (log: {server.log_path})")
-        info = server.object_info("NASAApply").get("NASAApply")
-        if info is None:
-            say("NASAApply is NOT registered: see the log above")
-            report_log(server)
-            return 1
-        inputs = [*info["input"]["required"], *info["input"].get("optional", {})]
-        say(f"NASAApply registered ({info['display_name']}), inputs: {', '.join(inputs)}")
-
-        runs = [("without_nasa", None)] + [(f"nasa_{s:g}", s) for s in scales]
-        images = {}
-        for name, scale in runs:
-            prompt = workflows.sd15_prompt(files, positive=args.positive, negative=args.negative, nasa_scale=scale,
-                                           steps=args.steps, seed=args.seed, width=args.size, height=args.size,
-                                           prefix=f"nasa_demo/{name}")
-            if name == "without_nasa":
-                (base / "nasa_demo_api.json").write_text(json.dumps(prompt, indent=1))
-            t1 = time.perf_counter()
-            entry = server.run(prompt, timeout=args.timeout)
-            took = time.perf_counter() - t1
-            if not server.succeeded(entry):
-                error = server.execution_error(entry) or {}
-                say(f"{name}: FAILED in {error.get('node_type')}: {error.get('exception_message', entry['status'])}")
-                report_log(server)
-                return 1
-            images[name] = server.images(entry)[0]
-            say(f"{name}: {took:.1f}s -> {images[name]}")
-
-        say()
-        say(f"images (seed {args.seed}, {args.steps} steps, cfg 1):")
-        for name, path in images.items():
-            ref = images["without_nasa"] if name != "without_nasa" else None
-            say(f"  {path.relative_to(base)}: {image_stats(path, ref)}")
-        say(f"  folder: {base / 'output' / 'nasa_demo'}")
-        say(f"  graph (API format) without NASA: {base / 'nasa_demo_api.json'}")
-        if not args.ckpt:
-            say("  (random stand-in weights: the images are noise; the point is that NASA loads, runs and acts)")
-        say()
-        report_log(server)
+        steps = 1 if args.model == "student" else 4
+        methods = (("no negative", "none", 1.0), (f"CFG {args.cfg:g}", "cfg", args.cfg),
+                   (f"NASA {args.scale:g}", "nasa", args.scale))
+        say(f"{args.model} model, {steps} step(s), {args.images} seeds per cell; detector counts per cell:")
+        for positive, negative in PAIRS:
+            cells, texts = [], []
+            for label, method, scale in methods:
+                prompt = concept_files.api_prompt(files, positive, negative, method, scale, steps, args.images,
+                                                  student=args.model == "student", prefix="nasa_demo/img")
+                entry = server.run(prompt, timeout=args.timeout)
+                if not server.succeeded(entry):
+                    error = server.execution_error(entry) or {}
+                    say(f"FAILED in {error.get('node_type')}: {error.get('exception_message', entry['status'])}")
+                    return 1
+                imgs = [torch.from_numpy(__import__("numpy").asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                        .float() / 255 for p in server.images(entry)]
+                found = [scenes.detect(i) for i in imgs]
+                texts.append(f"{label}: {verdict(found, negative)}")
+                cells.append(imgs)
+            say(f"  +{positive} -{negative}: " + " | ".join(texts))
+            rows.append((f"+{positive}  -{negative}", cells))
+        out = args.out or base / "nasa_demo.png"
+        concept_files.side_by_side(rows, [m[0] for m in methods], out)
+        say(f"side-by-side picture: {out}")
         if args.serve:
             keep = True
-            say()
-            say(f"ComfyUI is running: open {server.url} (pid {server.proc.pid}, log {server.log_path}).")
-            say("Search the node list for 'NASA Apply'; drop one of the PNGs above onto the canvas to load its graph.")
-            say(f"Stop it with: kill {server.proc.pid}")
+            say(f"ComfyUI is running: open {server.url} (pid {server.proc.pid}); the template browser lists "
+                f"'nasa_concept_1step_compare' under this pack. Stop it with: kill {server.proc.pid}")
         return 0
     finally:
         if not keep:

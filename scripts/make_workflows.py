@@ -207,10 +207,40 @@ def wan22_lightx2v() -> Graph:
     return g
 
 
+def concept_compare() -> Graph:
+    """The repo's concept model (bench/concept) at one step: no negative | CFG | NASA, stitched (runs on a CPU)."""
+    s, g = SETTINGS["concept_1step_compare"], Graph()
+    ckpt = g.node("CheckpointLoaderSimple", (20, 20), (340, 98), [FILES["concept_ckpt"]], title="Concept model")
+    student = g.node("LoraLoaderModelOnly", (20, 170), (340, 82), [FILES["concept_lora"], 1.0],
+                     {"model": (ckpt, 0)}, title="NASA-T one-step student")
+    pos, neg = _encoders(g, ckpt, PROMPTS["concept_1step_compare"], slot=1)
+    latent = g.node("EmptyLatentImage", (400, 400), (340, 106), [64, 64, 1])
+    nasa = g.node("NASAApply", (860, 700), (340, 154), [s["scale"], 0.0, 1.0, ""],
+                  {"model": (student, 0), "negative": (neg, 0)})
+    images = []
+    rows = (("1. No negative (cfg 1: the negative is ignored)", student, 1.0, 20),
+            ("2. CFG (cfg %.1f: 2x compute)" % s["cfg"], student, s["cfg"], 360),
+            ("3. NASA Apply (cfg 1)", nasa, 1.0, 700))
+    for title, m, cfg, y in rows:
+        k = g.node("KSampler", (1240, y), (340, 262), [SEED, "fixed", 1, cfg, "lcm", "simple", 1.0],
+                   {"model": (m, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (latent, 0)},
+                   title=title)
+        images.append(g.node("VAEDecode", (1620, y), (210, 46), [], {"samples": (k, 0), "vae": (ckpt, 2)}))
+        g.group(title, (1230, y - 70, 620, 320), "#a1309b" if m is nasa else "#3f789e")
+    left = g.node("ImageStitch", (1900, 20), (300, 150), ["right", True, 16, "white"],
+                  {"image1": (images[0], 0), "image2": (images[1], 0)}, title="no negative | CFG")
+    both = g.node("ImageStitch", (1900, 220), (300, 150), ["right", True, 16, "white"],
+                  {"image1": (left, 0), "image2": (images[2], 0)}, title="no negative | CFG | NASA")
+    g.node("SaveImage", (1900, 420), (600, 300), ["nasa/concept_compare"], {"images": (both, 0)})
+    g.note(NOTES["concept_1step_compare"], (20, 560), (820, 360))
+    return g
+
+
 WORKFLOWS = {"nasa_sdxl_dmd2_4step": dmd2_4step, "nasa_sdxl_dmd2_1step": dmd2_1step,
              "nasa_flux_schnell_4step": flux_schnell, "nasa_sbv2_sd21_1step": sbv2,
              "nasa_sdxl_dmd2_compare": dmd2_compare, "nasa_zimage_turbo_8step": zimage_turbo,
-             "nasa_wan22_lightx2v_4step": wan22_lightx2v}
+             "nasa_wan22_lightx2v_4step": wan22_lightx2v,
+             "nasa_concept_1step_compare": concept_compare}
 
 
 def main(out: Path = OUT) -> None:

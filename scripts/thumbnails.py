@@ -20,6 +20,8 @@ CARDS = {  # name -> (title, subtitle lines; {setting} is that workflow's NASA s
                                 ["res_multistep / simple, cfg 1, 1024x1024", "NASA scale {zimage_turbo}"]),
     "nasa_wan22_lightx2v_4step": ("Wan 2.2 + lightx2v - 4 steps", ["two experts, 2 + 2 steps, cfg 1, 832x480x81",
                                                                    "NASA scale {wan22_lightx2v} on both"]),
+    "nasa_concept_1step_compare": ("Concept model: no neg | CFG | NASA",
+                                   ["trained in this repo, runs on a CPU", "1 step, NASA scale {concept_1step_compare}"]),
 }
 SHORT = {"UNETLoader": "UNet", "CheckpointLoaderSimple": "Checkpoint", "DualCLIPLoader": "2x CLIP",
          "NASAApply": "NASA Apply", "NASATimestepSigmas": "sigma(t)", "KSampler": "KSampler",

@@ -21,6 +21,8 @@ FILES = {
     "lightx2v_low": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors",
     "umt5_xxl": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
     "wan_vae": "wan_2.1_vae.safetensors",
+    "concept_ckpt": "nasa_concept_sd15.safetensors",
+    "concept_lora": "nasa_concept_student_1step.safetensors",
 }
 
 SETTINGS = {
@@ -32,9 +34,11 @@ SETTINGS = {
     "zimage_turbo": {"scale": 0.2, "shift": 3.0, "steps": 8},
     # lightx2v 4-step LoRAs: 4 steps in all, the high-noise expert takes steps 0-2, the low-noise one 2-4
     "wan22_lightx2v": {"scale": 0.3, "shift": 5.0, "steps": 4, "switch": 2, "fps": 16.0},
+    "concept_1step_compare": {"scale": 1.0, "cfg": 3.0},
 }
 
 PROMPTS = {  # (positive, negative)
+    "concept_1step_compare": ("circle", "red"),
     "sdxl_dmd2_4step": ("a cozy reading corner by a tall window, armchair with a knitted blanket, bookshelves, warm "
                         "afternoon light, photo", "cat, dog, people"),
     "sdxl_dmd2_1step": ("a red vintage bicycle leaning against a brick wall in a quiet street, flowers in the "
@@ -75,6 +79,26 @@ in the same model pass: about +2% compute, at cfg 1. The sampler's own negative 
 ignored at cfg 1; it stays wired so that raising cfg gives ordinary CFG for comparison."""
 
 NOTES = {
+    "concept_1step_compare": """NASA at one step on the concept model trained in this repo (CPU, seconds)
+
+Files (written by `bash scripts/demo.sh`, which ships them with this repository's release;
+or `python -c "import sys; sys.path.insert(0, 'bench/concept'); import concept_files, pathlib;
+concept_files.install(pathlib.Path('<ComfyUI>/models'))"` from the repo root):
+- models/checkpoints/nasa_concept_sd15.safetensors
+    an SD1.5-family checkpoint (320-channel UNet at 8x8 latents, CLIP-L, TAESD) trained on
+    64x64 scenes: a coloured shape (red/green/blue/yellow circle/square/triangle, small/large)
+    on a black/white/grey background, maybe with a cyan dot and a magenta cross
+- models/loras/nasa_concept_student_1step.safetensors
+    its one-step NASA-T student (bench/concept/students.py)
+Prompts use the world's words: "large blue square on white with dot". Words it never saw
+encode as nothing.
+
+1. cfg 1: the negative prompt is ignored; "circle" is red in about a quarter of images.
+2. cfg 3: CFG with the negative as unconditional: 2x compute, and at one step the
+   extrapolated prediction breaks the scene.
+3. NASA Apply at cfg 1: the negative is steered away from inside the cross-attention.
+README "Evidence" has the measured table (bench/concept/evaluate.py).""",
+
     "sdxl_dmd2_4step": f"""NASA on SDXL-DMD2, 4 steps (lcm / simple, cfg 1, 1024x1024)
 
 Files:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -33,9 +34,12 @@ import standin
 import standin_families
 import standin_video
 
+sys.path.insert(0, str(host.REPO / "bench" / "concept"))
+import concept_files  # noqa: E402
+
 WORKFLOWS = host.REPO / "workflows"
 NAMES = ["nasa_sdxl_dmd2_4step", "nasa_sdxl_dmd2_1step", "nasa_flux_schnell_4step", "nasa_sbv2_sd21_1step",
-         "nasa_sdxl_dmd2_compare", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step"]
+         "nasa_sdxl_dmd2_compare", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step", "nasa_concept_1step_compare"]
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -59,13 +63,17 @@ REAL_FILES = {
     "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("loras", "lora_low"),
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ("text_encoders", "umt5_xxl"),
     "wan_2.1_vae.safetensors": ("vae", "wan_vae"),
+    # the concept model's real files (bench/concept/concept_files.py writes them; no stand-in needed)
+    "nasa_concept_sd15.safetensors": ("checkpoints", "concept_ckpt"),
+    "nasa_concept_student_1step.safetensors": ("loras", "concept_lora"),
 }
 SIDE = 64  # stand-in runs: 64 x 64 pixels (SDXL's 3 levels need a latent divisible by 4)
 FRAMES = 5  # stand-in video: 5 frames (2 latent frames: Wan's VAE keeps the first and packs 4 per latent)
 # runs in this order: the SDXL three share the cached 10 GB stand-in UNet; the server frees all models before
 # each of the others' heavy text encoders (T5-XXL, Qwen3-4B, umt5-xxl) so that at most one family is loaded
 RUN_ORDER = ["nasa_sdxl_dmd2_4step", "nasa_sdxl_dmd2_1step", "nasa_sdxl_dmd2_compare", "nasa_flux_schnell_4step",
-             "nasa_sbv2_sd21_1step", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step"]
+             "nasa_sbv2_sd21_1step", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step",
+             "nasa_concept_1step_compare"]
 FREE_BEFORE = {"nasa_flux_schnell_4step", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step"}
 LOAD_WARNINGS = ("clip missing", "Missing VAE keys", "unet missing", "unet unexpected", "Could not detect",
                  "left over keys", "missing keys", "lora key not loaded")
@@ -105,6 +113,8 @@ def served(comfy):
     files = {**standin_families.write_sdxl(models), **standin_families.write_sd2(models),
              **standin_families.write_flux(models), **standin_families.write_zimage(models),
              **standin_video.write_wan22(models)}
+    files.update(concept_ckpt=concept_files.CHECKPOINT, concept_lora=concept_files.STUDENT)
+    concept_files.install(models)
     comfy.timings["workflow stand-ins written"] = time.perf_counter() - t0
     return files, comfy.server.object_info()
 
