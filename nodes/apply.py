@@ -12,6 +12,7 @@ import math
 from comfy_api.latest import io
 
 from . import blocks as block_selector
+from . import torch_compile
 from .families import FAMILIES, family_of, model_name
 from .negative import read_negative
 from .runtime import NASAPatch
@@ -76,6 +77,7 @@ def apply_nasa(model, negative, scale: float, start_percent: float = 0.0, end_pe
     if not (0.0 <= start_percent <= end_percent <= 1.0):
         raise ValueError(f"start_percent {start_percent} and end_percent {end_percent} must satisfy "
                          f"0 <= start_percent <= end_percent <= 1")
+    torch_compile.check_model(model)
     family = family_of(model)
     diffusion_model = model.get_model_object("diffusion_model")
     layers = family.cross_attention_layers(diffusion_model)

@@ -8,7 +8,8 @@ Two host patch points, both owned by the clone (so undone with it, and never see
   that never receive ``transformer_options``, into a context variable that is reset when the call returns);
 - a per-layer patch installed by the family adapter (UNet: attn2 replace; DiTs: an object patch of the layer's
   forward on the clone) that computes Z+ as the host would, then subtracts alpha * Z- on the positive rows.
-State never outlives the call: nothing is cached between calls, prompts or clones.
+State never outlives the call: nothing is cached between calls, prompts or clones. Under the host's torch.compile a
+call runs on NASA's own compiled copy of the diffusion model, kept on the patch (``torch_compile.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import comfy.ldm.modules.attention as host_attention
 import comfy.model_management
 
 from ..nasa_core import mean_negative, negative_attention, positive_rows, steer
+from . import torch_compile
 from .negative import Negative
 
 STATE_KEY = "nasa"  # transformer_options[STATE_KEY][patch id] -> CallState
@@ -76,6 +78,7 @@ class NASAPatch:
         self.start_percent, self.end_percent = float(start_percent), float(end_percent)
         self.find_layers = find_layers
         self.prepare_text = prepare_text  # the model's own text path, run on the negative once per call
+        self.compiled: dict = {}  # NASA's own torch.compile of the diffusion model, when the host compiles it
 
     def in_window(self, sigmas: torch.Tensor, model_sampling) -> bool:
         """Whether this call's sigma lies in [start_percent, end_percent] of the schedule of ``model_sampling``: the
@@ -92,7 +95,8 @@ class NASAPatch:
         rows = positive_rows(transformer_options.get("cond_or_uncond"), x.shape[0], device=x.device)
         if (rows is not None and rows.numel() == 0) or \
                 not self.in_window(transformer_options.get("sigmas", t), base_model.model_sampling):
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+            return torch_compile.call(executor, self.compiled, x, t, c_concat, c_crossattn, control,
+                                      transformer_options, **kwargs)
         dtype = base_model.get_dtype_inference()
         dm = base_model.diffusion_model
         state = CallState(
@@ -108,7 +112,8 @@ class NASAPatch:
         options[STATE_KEY] = {**transformer_options.get(STATE_KEY, {}), self.uid: state}
         token = _ACTIVE.set(options[STATE_KEY])
         try:
-            return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+            return torch_compile.call(executor, self.compiled, x, t, c_concat, c_crossattn, control, options,
+                                      **kwargs)
         finally:
             _ACTIVE.reset(token)
 

@@ -2,7 +2,12 @@
 widths of each family so that width checks and block layouts are realistic; only channels and depth shrink."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Where the tiny models load (tests/host.py: NASA_TEST_DEVICE, default cpu); they are built and offloaded on the CPU.
+DEVICE = torch.device(os.environ.get("NASA_TEST_DEVICE", "cpu"))
 
 _COMMON = {"use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
            "use_spatial_transformer": True, "legacy": False, "use_temporal_attention": False,
@@ -55,7 +60,7 @@ def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32, c
     model = model_config.get_model({})
     model.diffusion_model.to(dtype)
     init_weights(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, load_device=DEVICE, offload_device=torch.device("cpu"))
 
 
 def text(family: str, tokens: int = 77, seed: int = 1, batch: int = 1) -> list:
@@ -79,13 +84,13 @@ def tiny_flux(seed: int = 0, std: float = 0.05, **overrides):
     model_config = sm.FluxSchnell(dict(cfg, **overrides))
     model = model_config.get_model({})
     init_weights(model.diffusion_model, seed, std)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, load_device=DEVICE, offload_device=torch.device("cpu"))
 
 
 def _patcher(model):
     import comfy.model_patcher
 
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, load_device=DEVICE, offload_device=torch.device("cpu"))
 
 
 # Wan 2.1 T2V in miniature: dim 32, 2 heads of 16 (rope axes 8/4/4), the real 4096-wide umt5 text input.
