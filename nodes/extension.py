@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import host_features
 from .apply import NASAApply
+from .attention_map import NASAAttentionMap
 from .timestep_sigmas import NASATimestepSigmas
 from .train_node import NASATrainLoRA
 
@@ -14,4 +15,4 @@ class NASAExtension(ComfyExtension):
         host_features.report()  # which node needs which newer ComfyUI, when this one lacks something
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [NASAApply, NASATimestepSigmas, NASATrainLoRA]
+        return [NASAApply, NASATimestepSigmas, NASATrainLoRA, NASAAttentionMap]

@@ -73,7 +73,7 @@ def block_replace(uid: str, key: tuple, steer_here: bool, previous, ops):
         options = dict(args["transformer_options"])
         options["optimized_attention_override"] = joint_override(
             options.get("optimized_attention_override"), state, [n[:3] for n in negs], *ops.lengths(key, args),
-            steer_here, captured)
+            steer_here, captured, key)
         out = _call(previous, {**args, "transformer_options": options}, original)
         if "z" not in captured:
             log.warning("NASA Apply: block %s.%d ran no joint attention; the negative's stream stops", *key)
@@ -86,7 +86,7 @@ def block_replace(uid: str, key: tuple, steer_here: bool, previous, ops):
 
 
 def joint_override(previous, state, negs: Iterable[tuple], t_txt: int, total: int, steer_here: bool,
-                   captured: dict):
+                   captured: dict, key=None):
     """The block's joint attention through ``previous``; the negative's own attention over [negative | image]
     (kept in ``captured["z"]``); on the positive rows' image rows Z+ - alpha * mean_i Z-_i (Eq. 6)."""
     rows = state.rows
@@ -114,6 +114,8 @@ def joint_override(previous, state, negs: Iterable[tuple], t_txt: int, total: in
         if not steer_here:
             return z
         z_neg = mean_negative([attend(q_img, kn, vn) for _, kn, vn in negs], state.weights)
+        if state.probe is not None:  # NASA Attention Map's recorder (runtime.PROBE_KEY): this block's image rows
+            state.probe(key, state.alpha, z_neg)
         return torch.cat((z[:, :t_txt], steer(z[:, t_txt:], z_neg, state.alpha, rows)), 1)
 
     override.nasa_inner = inner

@@ -29,6 +29,9 @@ from . import torch_compile
 from .negative import Negative
 
 STATE_KEY = "nasa"  # transformer_options[STATE_KEY][patch id] -> CallState
+# transformer_options[PROBE_KEY] (optional, set only by NASA Attention Map on its own clone): probe(key, alpha, Z-)
+# gets each steered layer's Z- (mean over the negative's entries) for the positive rows. Absent: nothing is done.
+PROBE_KEY = "nasa_probe"
 # The same {patch id: CallState} for the duration of one model call, for layers the host calls without
 # transformer_options (PixArt's cross-attention). Empty outside a call.
 # The default is read-only so that no caller can turn it into state shared across calls.
@@ -50,6 +53,8 @@ class CallState:
     layers: Dict[tuple, torch.nn.Module]
     # Working memory of this call for a family adapter (FLUX: the negative's text stream between blocks).
     scratch: dict = field(default_factory=dict)
+    # The call's optional recorder (transformer_options[PROBE_KEY]): probe(layer key, alpha, Z- of the positive rows).
+    probe: Optional[Callable] = None
 
 
 def host_kernel(extra_options: dict) -> Callable:
@@ -106,6 +111,7 @@ class NASAPatch:
             weights=[n.weight for n in self.negatives],
             rows=rows,
             layers=self.find_layers(dm),
+            probe=transformer_options.get(PROBE_KEY),
         )
         # A new dict for this call only: the sampler's transformer_options are shared by later calls.
         options = dict(transformer_options)
@@ -130,27 +136,32 @@ class NASAPatch:
             state = extra_options.get(STATE_KEY, {}).get(uid)
             if state is None:
                 return z_pos
-            return steer_layer(state, state.layers[key], q, z_pos, extra_options)
+            return steer_layer(state, state.layers[key], q, z_pos, extra_options, key)
 
         return attn2_replace
 
 
 def steer_layer(state: CallState, layer: torch.nn.Module, q: torch.Tensor, z_pos: torch.Tensor,
-                extra_options: dict) -> torch.Tensor:
+                extra_options: dict, key: Optional[tuple] = None) -> torch.Tensor:
     """K- = c- W_k, V- = c- W_v with the layer's own projections, Z- per entry, then Z+ - alpha * mean(Z-)."""
     return steer_states([state], q, z_pos, layer.heads, lambda c: (layer.to_k(c), layer.to_v(c)),
-                        host_kernel(extra_options))
+                        host_kernel(extra_options), key)
 
 
 def steer_states(states: Iterable[CallState], q: torch.Tensor, z_pos: torch.Tensor, heads: int,
-                 project: Callable[[torch.Tensor], tuple], kernel: Callable) -> torch.Tensor:
+                 project: Callable[[torch.Tensor], tuple], kernel: Callable,
+                 key: Optional[tuple] = None) -> torch.Tensor:
     """Z = Z+ - alpha * mean_i Z-_i (Eq. 6) for each NASA state in turn, Z-_i = softmax(Q K-_i^T/sqrt d) V-_i (Eq. 5).
 
     ``project(c)`` gives (K-, V-) of negative text ``c`` with the layer's own projections (and key norm); each
-    negative keeps its own token count. Only the state's positive rows change."""
+    negative keeps its own token count. Only the state's positive rows change. ``key``: the layer's key, for a
+    state's probe (NASA Attention Map)."""
     z = z_pos
     for state in states:
         z_negs = [negative_attention(q, *project(c), heads, rows=state.rows, attention=kernel)
                   for c in state.negatives]
-        z = steer(z, mean_negative(z_negs, state.weights), state.alpha, state.rows)
+        z_neg = mean_negative(z_negs, state.weights)
+        if state.probe is not None:
+            state.probe(key, state.alpha, z_neg)
+        z = steer(z, z_neg, state.alpha, state.rows)
     return z

@@ -18,7 +18,7 @@ def test_entrypoint_lists_nasa_apply():
     extension = asyncio.run(nasa_pack.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
     assert [n.define_schema().node_id for n in nodes] == ["NASAApply", "NASATimestepSigmas",
-                                                                "NASATrainLoRA"]
+                                                                "NASATrainLoRA", "NASAAttentionMap"]
 
 
 def test_inputs_and_tooltips():
