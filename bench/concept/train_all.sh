@@ -16,6 +16,9 @@ OMP_NUM_THREADS=2 $py bench/concept/vae.py --threads 2 --init bench/concept/weig
 OMP_NUM_THREADS=1 $py bench/concept/vae.py --threads 1 --decoder-steps 1200 --fg-weight 6 --extra-crops
 # the UNet on that VAE's latents (and the text rows)
 OMP_NUM_THREADS=2 $py bench/concept/train.py --threads 2 --steps 1000 --batch 16 --pool 4096
+# the decoder alone a third time, with the shapes' outlines weighted (made beside the students' training)
+OMP_NUM_THREADS=1 $py bench/concept/vae.py --threads 1 --decoder-steps 1500 --fg-weight 6 --edge-weight 10 \
+  --extra-crops --lr 1e-3
 # the one-step students: NASA-T, and the alpha = 0 control
-OMP_NUM_THREADS=1 $py bench/concept/students.py --which student --threads 1
-OMP_NUM_THREADS=1 $py bench/concept/students.py --which student_alpha0 --threads 1
+OMP_NUM_THREADS=1 $py bench/concept/students.py --which student --threads 1 --steps 600
+OMP_NUM_THREADS=1 $py bench/concept/students.py --which student_alpha0 --threads 1 --steps 600

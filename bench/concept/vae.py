@@ -84,12 +84,17 @@ def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False) -> t
         y, x = 8 * y, 8 * x
         bg = torch.tensor(scenes.BACKGROUNDS[scene["background"]]).view(3, 1, 1)
         fg = ((img - bg).abs().sum(0, keepdim=True) > 0.05).float()
+        # the 2-pixel band around each shape's outline: where corners and curves are won or lost
+        grown = torch.nn.functional.max_pool2d(fg[None], 5, 1, 2)[0]
+        shrunk = -torch.nn.functional.max_pool2d(-fg[None], 5, 1, 2)[0]
+        w = 1 + FOREGROUND_WEIGHT * fg + EDGE_WEIGHT * (grown - shrunk)
         out.append(img[:, y:y + crop, x:x + crop])
-        weights.append(1 + FOREGROUND_WEIGHT * fg[:, y:y + crop, x:x + crop])
+        weights.append(w[:, y:y + crop, x:x + crop])
     return torch.stack(out), torch.stack(weights)
 
 
 FOREGROUND_WEIGHT = 3.0
+EDGE_WEIGHT = 0.0
 
 
 def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float = 2e-3, enc=None, dec=None,
@@ -153,9 +158,11 @@ def main(argv=None) -> None:
     ap.add_argument("--init", type=Path, default=None, help="warm-start both nets from this TAESD file")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--extra-crops", action="store_true", help="a third of the crops centred on an extra object")
+    ap.add_argument("--edge-weight", type=float, default=EDGE_WEIGHT, help="extra loss weight of outline pixels")
     ap.add_argument("--fg-weight", type=float, default=FOREGROUND_WEIGHT, help="extra loss weight of shape pixels")
     args = ap.parse_args(argv)
     globals()["FOREGROUND_WEIGHT"] = args.fg_weight
+    globals()["EDGE_WEIGHT"] = args.edge_weight
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
