@@ -15,7 +15,7 @@ DOCS = ["docs/families.md", "docs/benchmarks.md", "docs/nasa-t.md", "docs/eviden
 TOP_PICTURE = "docs/concept_demo.png"
 SCREENSHOT = "docs/frontend_workflow.png"  # scripts/screenshot.py
 # Pictures the README may show before they are committed.
-NOT_YET = {TOP_PICTURE}  # lead: remove once concept_demo.png lands
+NOT_YET: set = set()
 GONE = ["concept_removal_grid.png", "nasa_t_loss_curve.png", "bench/concept/data.py", "distil.py"]
 
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
@@ -80,7 +80,7 @@ def test_every_relative_link_and_picture_exists(page):
 def test_pictures_not_yet_committed():
     missing = sorted(t for t in NOT_YET if not (REPO / t).exists())
     if missing:
-        pytest.xfail(f"not committed yet: {missing}")  # lead: remove once concept_demo.png lands
+        pytest.xfail(f"not committed yet: {missing}")
 
 
 def test_docs_pages_linked_from_the_readme_exist():
