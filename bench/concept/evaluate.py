@@ -155,7 +155,7 @@ def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0-3", help="noise seeds A-B for every prompt pair")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--models", default="base,student,student_alpha0")
+    ap.add_argument("--models", default="base,student", help="base, student, student_alpha0 (when trained)")
     ap.add_argument("--rows", default="", help="only rows whose 'model/steps/method' contains this")
     ap.add_argument("--no-images", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
