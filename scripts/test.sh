@@ -9,13 +9,15 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 OLDEST=0.24.1
-# The core on the oldest release: NASA Apply on every family, the error tests, one server session, the trainer's
-# short tests and the trainer node in that server (the new test files of a family or of the trainer belong here).
+# The core on the oldest release: NASA Apply on every family (with torch.compile, the attention map), the errors,
+# one server session, the trainer's short tests and its node in that server (new test files of a family, a node or
+# the trainer belong here).
 CORE=(
   tests/test_core.py tests/test_errors.py tests/test_node_schema.py tests/test_timestep_sigmas.py
   tests/test_unet_reference.py tests/test_unet_behaviour.py tests/test_pixart.py tests/test_wan.py
   tests/test_wan22.py tests/test_ltxv.py tests/test_flux.py tests/test_flux2.py tests/test_chroma.py
-  tests/test_sd3.py tests/test_qwen_image.py tests/test_zimage.py tests/test_server.py
+  tests/test_sd3.py tests/test_qwen_image.py tests/test_zimage.py tests/test_torch_compile.py
+  tests/test_attention_map.py tests/test_server.py
   tests/test_train_lora.py tests/test_train_loop.py tests/test_train_node.py tests/test_train_frozen.py
   tests/test_train_server.py
   tests/test_no_host.py tests/test_host_range.py
