@@ -1,6 +1,7 @@
 """NASA Attention Map on the trained concept model: is ||alpha Z-|| stronger where the negated concept is drawn?
 
-    nice -n 19 .host/venv/bin/python bench/attention_map_contrast.py [--concept dot] [--n 24] [--sigma 1.0]
+    nice -n 19 .host/venv/bin/python bench/attention_map_contrast.py [--concept red] [--n 24] [--sigma 1.0]
+        [--save docs/attention_map.png]
 
 Method (``contrast``): ``n`` random scenes of the concept world (bench/concept/scenes.py) with the concept drawn
 (``dot`` / ``cross``: the object in a free corner; a colour: the main shape in that colour) are encoded with the
@@ -9,6 +10,11 @@ scale ``scale``) makes one prediction through the NASA Attention Map node's func
 names everything in it except the concept ("large red circle on white"; for a colour, "large circle on white").
 The map (every group of blocks, averaged, on the 64x64 pixels) is averaged over the concept's pixels and over the
 rest of the image; the ratio is the mean over scenes of inside / outside. Prints one line per group and the ratio.
+
+Measured (concept UNet of commit 194f455, seed 0, 24 scenes, scale 1), ratio at sigma 0.3 / 1 / 2 / 4 / 14.6:
+red 1.46 / 1.34 / 1.23 / 1.16 / 1.05 (output group 1.76 / 1.56 / 1.43 / 1.27 / 1.10); dot 1.02 / 1.00 / 1.03 /
+1.03 / 1.01; cross 0.97 / 0.95 / 0.97 / 0.99 / 1.01. The map finds the negated colour on its shape; it does not
+single out the small objects (a dot or cross covers about one token of the 8x8 latent).
 """
 from __future__ import annotations
 
@@ -94,7 +100,7 @@ def contrast(concept: str = "dot", n: int = 24, sigma: float = 1.0, scale: float
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--concept", default="dot", help="dot, cross, or a colour (red, green, blue, yellow)")
+    ap.add_argument("--concept", default="red", help="a colour (red, green, blue, yellow), dot or cross")
     ap.add_argument("--n", type=int, default=24, help="scenes")
     ap.add_argument("--sigma", type=float, default=1.0, help="noise level of the one model call")
     ap.add_argument("--scale", type=float, default=1.0, help="NASA Apply's scale (alpha)")
