@@ -1,4 +1,4 @@
-"""NASA under torch.compile (core TorchCompileModel, or any user of ``comfy_api.torch_helpers.set_torch_compile_wrapper``).
+"""NASA under torch.compile (core TorchCompileModel; any user of ``comfy_api.torch_helpers.set_torch_compile_wrapper``).
 
 Why NASA cannot run inside the host's compiled model. TorchCompileModel compiles the diffusion model with a guard
 filter that drops every dynamo guard whose name contains ``transformer_options``, and dynamo keeps compiled frames
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ROUTED = "nasa_compiled"  # transformer_options flag: this call already runs NASA's compiled diffusion model
 WHOLE_MODEL = ("diffusion_model",)
+RECOMPILE_LIMIT = 128  # per NASA patch's region (SDXL has 70 transformer blocks)
 WORKS = ("Core TorchCompileModel on the whole model works before or after NASA Apply; or leave torch.compile out.")
 
 
@@ -136,11 +137,15 @@ def compile_like_host(module: torch.nn.Module, found: dict) -> torch.nn.Module:
     backend = Backend(found["backend"], mode, options, found.get("dynamic"))
     log.info("NASA: compiling its own copy of the diffusion model (backend %s, mode %s); plain models keep the "
              "host's", found["backend"], mode)
-    extra = {}
-    if "isolate_recompiles" in inspect.signature(torch.compile).parameters:
+    extra, accepted = {}, inspect.signature(torch.compile).parameters
+    if "isolate_recompiles" in accepted:
         # Each NASA clone (a new negative or scale) recompiles; in a region of its own these recompiles never use up
         # the recompile limit of the host's compiled frames (the plain model's).
         extra["isolate_recompiles"] = True
+        if "recompile_limit" in accepted:
+            # Where the graph breaks (CPU sub-quadratic attention asks psutil for free memory), every block's frame
+            # is compiled on its own, its key guarded: one entry per block, more than dynamo's default 8.
+            extra["recompile_limit"] = RECOMPILE_LIMIT
     return torch.compile(module, backend=backend, fullgraph=bool(found.get("fullgraph", False)),
                          dynamic=found.get("dynamic"), **extra)
 
