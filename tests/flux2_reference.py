@@ -173,3 +173,21 @@ def block_outputs(model, pos, neg, run):
         for h in handles:
             h.remove()
     return out
+
+
+def check_positive_never_attends_to_the_negative(model, pos, neg, other, run, blocks, key, t):
+    """In the first steered block (``blocks``, its output ``key``) the positive's text rows (the first ``t`` of a
+    single block) are bit-identical to the plain model's, whatever the negative; its image rows change, and
+    differently for ``other`` (only through -alpha Z-)."""
+    from nasa_pack.nodes.apply import apply_nasa
+
+    plain = block_outputs(model, pos, neg, run)
+    a = block_outputs(apply_nasa(model, neg, 1.0, blocks=blocks), pos, neg, run)
+    b = block_outputs(apply_nasa(model, other, 1.0, blocks=blocks), pos, neg, run)
+    if key[0] == "double":
+        (pi, pt), (ai, at), (bi, bt) = plain[key], a[key], b[key]
+        assert torch.equal(at, pt) and torch.equal(bt, pt)
+    else:
+        pi, ai, bi = (o[key][:, t:] for o in (plain, a, b))
+        assert torch.equal(a[key][:, :t], plain[key][:, :t]) and torch.equal(b[key][:, :t], plain[key][:, :t])
+    assert not torch.equal(ai, pi) and not torch.equal(bi, ai)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import tiny_chroma as tc
-from reference import close, lin
-from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
-from flux2_reference import block_outputs, every, given_mod_reference, rope_by_hand
+from reference import lin
+from sampling import (check_cfg_rows, check_follows_reference, check_scale_zero_and_input_untouched, check_wrong_width,
+                      sample)
+from flux2_reference import check_positive_never_attends_to_the_negative, every, given_mod_reference, rope_by_hand
 
 from nasa_pack.nodes.apply import apply_nasa
 
@@ -34,15 +35,16 @@ def test_scale_zero_is_bit_identical_and_input_untouched(chroma):
     check_scale_zero_and_input_untouched(*chroma, run)
 
 
+def one(model, alpha, neg, text=chroma_text):
+    """The reference with one negative prompt, steered in every block."""
+    return given_mod_reference(model, [(alpha, [(neg[0][0], 1.0)], every)], text=text)
+
+
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (1.0, 20, 5), (2.0, 7, 7)])
 def test_matches_hand_computed_nasa(chroma, alpha, pos_len, neg_len):
     model, pos, neg = chroma[0], tc.conditioning(pos_len, 1), tc.conditioning(neg_len, 2)
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
-    with given_mod_reference(model, [(alpha, [(neg[0][0], 1.0)], every)], text=chroma_text):
-        expected = run(model, pos, neg, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), one(model, alpha, neg), run, pos, neg,
+                            baseline=model, steps=2)
 
 
 def masked(pos):
@@ -59,44 +61,21 @@ def test_positive_never_attends_to_the_negative(chroma, blocks, key):
     """First steered block, positive with an attention bias: its text rows are bit-identical to the plain model's
     whatever the negative; its image rows change, and differently for another negative."""
     model, pos, neg = chroma
-    pos = masked(pos)
-    plain = block_outputs(model, pos, neg, run=run)
-    a = block_outputs(apply_nasa(model, neg, 1.0, blocks=blocks), pos, neg, run=run)
-    b = block_outputs(apply_nasa(model, tc.conditioning(7, 5), 1.0, blocks=blocks), pos, neg, run=run)
-    if key[0] == "double":
-        (pi, pt), (ai, at), (bi, bt) = plain[key], a[key], b[key]
-        assert torch.equal(at, pt) and torch.equal(bt, pt)
-    else:
-        pi, ai, bi = (o[key][:, 9:] for o in (plain, a, b))
-        assert torch.equal(a[key][:, :9], plain[key][:, :9]) and torch.equal(b[key][:, :9], plain[key][:, :9])
-    assert not torch.equal(ai, pi) and not torch.equal(bi, ai)
+    check_positive_never_attends_to_the_negative(model, masked(pos), neg, tc.conditioning(7, 5), run, blocks, key, t=9)
 
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(chroma):
     (model, pos, neg), uncond = chroma, tc.conditioning(9, 3)
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with given_mod_reference(model, [(0.5, [(neg[0][0], 1.0)], every)], text=chroma_text):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), run, pos, uncond, one(model, 0.5, neg))
 
 
 def test_batch_two_nodes_and_several_entries_follow_the_reference(chroma):
     model, pos, neg = chroma
     a, b = tc.conditioning(6, 5)[0][0], tc.conditioning(11, 6)[0][0]
     m = apply_nasa(apply_nasa(model, neg, 0.5, blocks="double"), [[a, {}], [b, {"strength": 3.0}]], 0.3)
-    patched = run(m, pos, neg, batch=3)
-    with given_mod_reference(model, [(0.5, [(neg[0][0], 1.0)], lambda kind, i: kind == "double"),
-                                     (0.3, [(a, 1.0), (b, 3.0)], every)], text=chroma_text):
-        expected = run(model, pos, neg, batch=3)
-    assert close(patched, expected)
+    check_follows_reference(model, m, given_mod_reference(model, [
+        (0.5, [(neg[0][0], 1.0)], lambda kind, i: kind == "double"), (0.3, [(a, 1.0), (b, 3.0)], every)],
+        text=chroma_text), run, pos, neg, batch=3)
 
 
 RADIANCE = dict(tc.CONFIG, image_model="chroma_radiance", in_channels=3, out_channels=3, patch_size=4,
@@ -119,15 +98,10 @@ def test_chroma_radiance_with_sequential_text_ids_follows_the_reference():
     init_weights(m.diffusion_model, 4, 0.1)
     model, pos, neg = _patcher(m), tc.conditioning(9, 1), tc.conditioning(13, 2)
     shape = (3, 16, 16)  # pixel space, 4x4 patches: 16 image tokens
-    plain = run(model, pos, neg, shape=shape)
-    patched = run(apply_nasa(model, neg, 1.0), pos, neg, shape=shape)
-    with given_mod_reference(model, [(1.0, [(neg[0][0], 1.0)], every)],
-                             text=lambda dm, t: chroma_text(dm, t, sequential=sequential)):
-        expected = run(model, pos, neg, shape=shape)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, 1.0), one(
+        model, 1.0, neg, text=lambda dm, t: chroma_text(dm, t, sequential=sequential)), run, pos, neg, baseline=model,
+        shape=shape)
 
 
 def test_wrong_width_names_both_widths(chroma):
-    with pytest.raises(ValueError, match="width 768 but this Chroma model's cross-attention expects 4096"):
-        apply_nasa(chroma[0], [[torch.zeros(1, 9, 768), {}]], 0.5)
+    check_wrong_width(chroma[0], 768, "width 768 but this Chroma model's cross-attention expects 4096")

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import tiny
-from reference import close, lin
-from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
+from reference import lin
+from sampling import (check_cfg_rows, check_follows_reference, check_runs_once_per_call,
+                      check_scale_zero_and_input_untouched, check_wrong_width, sample, with_attention_override)
 
 from nasa_pack.nodes.apply import apply_nasa
 
@@ -178,6 +179,11 @@ def every(kind, i):  # steer in every block
     return True
 
 
+def one(model, alpha, neg):
+    """The reference with one negative prompt, steered in every block."""
+    return flux_reference(model, [(alpha, [(neg[0][0], 1.0)], every)])
+
+
 @pytest.fixture(scope="module")
 def flux():
     return tiny.tiny_flux(seed=3, std=0.1, depth=2, depth_single_blocks=2), cond(9, 1), cond(13, 2)
@@ -191,86 +197,55 @@ def test_scale_zero_is_bit_identical_and_input_untouched(flux):
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (1.0, 20, 5), (2.0, 7, 7)])
 def test_matches_hand_computed_nasa(flux, alpha, pos_len, neg_len):
     model, pos, neg = flux[0], cond(pos_len, 1), cond(neg_len, 2)
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
-    with flux_reference(model, [(alpha, [(neg[0][0], 1.0)], every)]):
-        expected = run(model, pos, neg, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), one(model, alpha, neg), run, pos, neg,
+                            baseline=model, steps=2)
 
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(flux):
     (model, pos, neg), uncond = flux, cond(9, 3)  # as long as the positive: cond and uncond batched in one call
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with flux_reference(model, [(0.5, [(neg[0][0], 1.0)], every)]):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), run, pos, uncond, one(model, 0.5, neg))
 
 
 def test_batch_blocks_and_two_nodes_follow_the_reference(flux):
     model, pos, neg = flux
     other = cond(30, 4)
-    patched = run(apply_nasa(apply_nasa(model, neg, 0.5, blocks="double.0-1"), other, 0.3), pos, neg, batch=3)
+    patched = apply_nasa(apply_nasa(model, neg, 0.5, blocks="double.0-1"), other, 0.3)
     # double blocks get both negatives (Z+ - 0.5 Z-_1 - 0.3 Z-_2), single blocks only the second node's
-    with flux_reference(model, [(0.5, [(neg[0][0], 1.0)], lambda kind, i: kind == "double"),
-                                (0.3, [(other[0][0], 1.0)], every)]):
-        expected = run(model, pos, neg, batch=3)
-    assert close(patched, expected)
-    only_second = run(apply_nasa(model, other, 0.3), pos, neg, batch=3)
-    assert (only_second - patched).abs().max() > 100 * (patched - expected).abs().max()
+    reference = flux_reference(model, [(0.5, [(neg[0][0], 1.0)], lambda kind, i: kind == "double"),
+                                       (0.3, [(other[0][0], 1.0)], every)])
+    check_follows_reference(model, patched, reference, run, pos, neg, baseline=apply_nasa(model, other, 0.3), batch=3)
 
 
 def test_several_entries_average_their_negative_attention(flux):
     model, pos, _ = flux
     a, b = cond(6, 5)[0][0], cond(11, 6)[0][0]
-    patched = run(apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6, blocks="single"), pos, pos)
-    with flux_reference(model, [(0.6, [(a, 1.0), (b, 3.0)], lambda kind, i: kind == "single")]):
-        expected = run(model, pos, pos)
-    assert close(patched, expected)
+    check_follows_reference(model, apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6, blocks="single"),
+                            flux_reference(model, [(0.6, [(a, 1.0), (b, 3.0)], lambda kind, i: kind == "single")]),
+                            run, pos, pos)
 
 
 def test_negative_takes_txt_in_once_per_model_call(flux):
     model, pos, neg = flux
-    calls = []
-    handle = model.model.diffusion_model.txt_in.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[1]))
-    try:
-        nasa, model_calls = recording(apply_nasa(model, neg, 0.5))
-        run(nasa, pos, neg, steps=3)
-    finally:
-        handle.remove()
-    assert len(model_calls) == 3 and calls == [13, 9] * 3  # the negative, then the positive, per call
+    # the negative, then the positive, per call
+    check_runs_once_per_call(apply_nasa(model, neg, 0.5), run, pos, neg, [(model.model.diffusion_model.txt_in,
+                                                                           [13, 9] * 3)])
 
 
 def test_composes_with_an_earlier_attention_override_and_block_patch(flux):
     """Another pack's optimized_attention_override runs every attention (joint Z+, Z- over the negative's 13
     tokens, the negative's own [negative | image] attention), and its dit block replace is still called."""
     model, pos, neg = flux
-    keys, blocks = [], []
-
-    def override(func, *args, **kwargs):
-        keys.append(args[1].shape[2])  # key length; FLUX passes (batch, heads, tokens, d)
-        return func(*args, **kwargs)
+    blocks = []
+    m, keys = with_attention_override(model, lambda args, kwargs: args[1].shape[2])  # (batch, heads, tokens, d)
 
     def block_patch(args, extra):
         blocks.append(args["img"].shape[1])
         return extra["original_block"](args)
 
-    m = model.clone()
-    m.model_options["transformer_options"]["optimized_attention_override"] = override
     m.set_model_patch_replace(block_patch, "dit", "single_block", 1)
-    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    check_follows_reference(model, apply_nasa(m, neg, 0.5), one(model, 0.5, neg), run, pos, neg)
     assert keys.count(9 + 16) == 4 and keys.count(13) == 4 and keys.count(13 + 16) == 4 and len(keys) == 12
     assert blocks == [9 + 16]
-    with flux_reference(model, [(0.5, [(neg[0][0], 1.0)], every)]):
-        assert close(patched, run(model, pos, neg))
 
 
 def test_sigma_window_and_block_names():
@@ -279,5 +254,4 @@ def test_sigma_window_and_block_names():
                        run(model, pos, neg))
     with pytest.raises(ValueError, match=r"available: double\.0 single\.0"):
         apply_nasa(model, neg, 0.5, blocks="double.3")
-    with pytest.raises(ValueError, match="width 768 but this FluxSchnell model's cross-attention expects 4096"):
-        apply_nasa(model, tiny.text("sd15"), 0.5)
+    check_wrong_width(model, 768, "width 768 but this FluxSchnell model's cross-attention expects 4096", tokens=77)

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 
 import tiny_flux2 as tf2
 from reference import close, lin
-from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
-from flux2_reference import block_outputs, every, flux2_text, given_mod_reference, m64
+from sampling import (check_cfg_rows, check_follows_reference, check_scale_zero_and_input_untouched, check_wrong_width,
+                      sample)
+from flux2_reference import (check_positive_never_attends_to_the_negative, every, flux2_text, given_mod_reference,
+                             m64)
 from test_flux import attn, heads, ln, rms, rotate
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -34,17 +36,18 @@ def test_scale_zero_is_bit_identical_and_input_untouched(flux2):
     check_scale_zero_and_input_untouched(*flux2, run)
 
 
+def one(model, alpha, neg):
+    """The reference with one negative prompt, steered in every block."""
+    return given_mod_reference(model, [(alpha, [(neg[0][0], 1.0)], every)])
+
+
 # (alpha, positive tokens, negative tokens): both padded to 512; a negative past 512 (its own ids 0..519);
 # a positive past 512 with a short negative.
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (1.0, 9, 520), (2.0, 530, 5)])
 def test_matches_hand_computed_nasa(flux2, alpha, pos_len, neg_len):
     model, pos, neg = flux2[0], tf2.conditioning(pos_len, 1), tf2.conditioning(neg_len, 2)
-    plain = run(model, pos, neg)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg)
-    with given_mod_reference(model, [(alpha, [(neg[0][0], 1.0)], every)]):
-        expected = run(model, pos, neg)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), one(model, alpha, neg), run, pos, neg,
+                            baseline=model)
 
 
 def test_negative_padded_as_the_host_pads_a_prompt(flux2):
@@ -59,48 +62,23 @@ def test_positive_never_attends_to_the_negative(flux2, blocks, key):
     """In the first steered block the positive's text rows are bit-identical to the plain model's, whatever the
     negative; the image rows change, and differently for another negative (only through -alpha Z-)."""
     model, pos, neg = flux2
-    plain = block_outputs(model, pos, neg, run)
-    a = block_outputs(apply_nasa(model, neg, 1.0, blocks=blocks), pos, neg, run)
-    b = block_outputs(apply_nasa(model, tf2.conditioning(7, 5), 1.0, blocks=blocks), pos, neg, run)
-    t = 512
-    if key[0] == "double":
-        (pi, pt), (ai, at), (bi, bt) = plain[key], a[key], b[key]
-        assert torch.equal(at, pt) and torch.equal(bt, pt)
-    else:
-        pi, ai, bi = plain[key][:, t:], a[key][:, t:], b[key][:, t:]
-        assert torch.equal(a[key][:, :t], plain[key][:, :t]) and torch.equal(b[key][:, :t], plain[key][:, :t])
-    assert not torch.equal(ai, pi) and not torch.equal(bi, ai)
+    check_positive_never_attends_to_the_negative(model, pos, neg, tf2.conditioning(7, 5), run, blocks, key, t=512)
 
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(flux2):
     (model, pos, neg), uncond = flux2, tf2.conditioning(9, 3)
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with given_mod_reference(model, [(0.5, [(neg[0][0], 1.0)], every)]):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), run, pos, uncond, one(model, 0.5, neg))
 
 
 def test_batch_and_block_selection_follow_the_reference(flux2):
     model, pos, neg = flux2
-    patched = run(apply_nasa(model, neg, 0.8, blocks="double.1, single.0"), pos, neg, batch=2)
-    with given_mod_reference(model, [(0.8, [(neg[0][0], 1.0)], lambda kind, i: (kind, i) in
-                                      (("double", 1), ("single", 0)))]):
-        expected = run(model, pos, neg, batch=2)
-    assert close(patched, expected)
+    check_follows_reference(model, apply_nasa(model, neg, 0.8, blocks="double.1, single.0"), given_mod_reference(
+        model, [(0.8, [(neg[0][0], 1.0)], lambda kind, i: (kind, i) in (("double", 1), ("single", 0)))]), run, pos,
+        neg, batch=2)
 
 
 def test_wrong_width_names_both_widths(flux2):
-    model = flux2[0]
-    with pytest.raises(ValueError, match="width 4096 but this Flux2 model's cross-attention expects 7680"):
-        apply_nasa(model, [[torch.zeros(1, 9, 4096), {}]], 0.5)
+    check_wrong_width(flux2[0], 4096, "width 4096 but this Flux2 model's cross-attention expects 7680")
 
 
 def test_first_double_block_attention_is_z_plus_minus_alpha_z_minus_by_hand(flux2):

@@ -6,15 +6,15 @@ model-function wrapper on the reference clone, and hooks the *unpatched* ``Multi
 torch forward hooks: q/kv projections, per-head softmax attention, the negative's ``y_embedder`` MLP and the
 output projection by hand, replacing the positive rows by proj(Z+ - sum_i alpha_i Z-_i) (paper Eq. 4-6)."""
 import contextlib
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import tiny
-from reference import close, lin, naive_attention
-from sampling import chunk, recording, sample
+from reference import lin, naive_attention
+from sampling import (check_cfg_rows, check_follows_reference, check_low_precision_effect, check_repeat_and_no_leak,
+                      check_runs_once_per_call, check_scale_zero_and_input_untouched, nested, sample)
 
 from nasa_pack.nodes import runtime
 from nasa_pack.nodes.apply import apply_nasa
@@ -85,16 +85,16 @@ def alpha_model():
     return tiny.tiny_pixart(), tiny.t5_text(9, seed=1), tiny.t5_text(14, seed=2)
 
 
+def one(model, alpha, neg, **kw):
+    """The reference with one negative prompt."""
+    return pixart_reference(model, [(alpha, [(neg[0][0], 1.0)])], **kw)
+
+
 @pytest.mark.parametrize("sigma", [False, True])
 def test_scale_zero_is_bit_identical_and_input_untouched(sigma):
     model = tiny.tiny_pixart(sigma=sigma)
     pos, neg = tiny.t5_text(9, seed=1), tiny.t5_text(14, seed=2)
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    assert not torch.equal(run(apply_nasa(model, neg, 0.5), pos, neg, steps=2), plain)
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(model, pos, neg, lambda m, p, n: run(m, p, n, steps=2))
     assert runtime.active_states() == {}  # the per-call state did not outlive the calls
 
 
@@ -104,72 +104,38 @@ def test_scale_zero_is_bit_identical_and_input_untouched(sigma):
 def test_matches_hand_computed_nasa(sigma, alpha, pos_tokens, neg_tokens):
     model = tiny.tiny_pixart(seed=3, sigma=sigma)
     pos, neg = tiny.t5_text(pos_tokens, seed=1), tiny.t5_text(neg_tokens, seed=2)
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
-    with pixart_reference(model, [(alpha, [(neg[0][0], 1.0)])]) as ref:
-        expected = run(ref, pos, neg, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), one(model, alpha, neg), run, pos, neg,
+                            baseline=model, steps=2)
 
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(alpha_model):
     model, pos, neg = alpha_model
     uncond = tiny.t5_text(9, seed=3)  # same token count as the positive: cond and uncond run batched
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with pixart_reference(model, [(0.5, [(neg[0][0], 1.0)])]) as ref:
-        ref, ref_calls = recording(ref)
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), run, pos, uncond, one(model, 0.5, neg))
 
 
 def test_batch_blocks_and_two_nodes_follow_the_reference(alpha_model):
     model, pos, neg = alpha_model
     other = tiny.t5_text(30, seed=4)
-    patched = run(apply_nasa(apply_nasa(model, neg, 0.5, blocks="blocks.1-2"), other, 0.3), pos, neg, batch=2)
-    with pixart_reference(model, [(0.3, [(other[0][0], 1.0)])], blocks={0}) as ref:
-        with pixart_reference(model, [(0.5, [(neg[0][0], 1.0)]), (0.3, [(other[0][0], 1.0)])], blocks={1, 2}):
-            expected = run(ref, pos, neg, batch=2)
-    assert close(patched, expected)
-    only_second = run(apply_nasa(model, other, 0.3), pos, neg, batch=2)
-    assert (only_second - patched).abs().max() > 100 * (patched - expected).abs().max()
+    patched = apply_nasa(apply_nasa(model, neg, 0.5, blocks="blocks.1-2"), other, 0.3)
+    reference = nested(one(model, 0.3, other, blocks={0}),
+                       pixart_reference(model, [(0.5, [(neg[0][0], 1.0)]), (0.3, [(other[0][0], 1.0)])], blocks={1, 2}))
+    check_follows_reference(model, patched, reference, run, pos, neg, baseline=apply_nasa(model, other, 0.3), batch=2)
 
 
 def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(alpha_model):
     model, pos, neg = alpha_model
-    other = tiny.t5_text(14, seed=9)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg)
-    second = run(apply_nasa(model, other, 0.5), pos, other)
-    again = run(apply_nasa(model, neg, 0.5), pos, neg)
-    assert torch.equal(first, again)
-    assert not torch.equal(first, second)
+    check_repeat_and_no_leak(model, pos, neg, tiny.t5_text(14, seed=9), run)
 
 
 def test_negative_is_embedded_once_per_model_call(alpha_model):
     model, pos, neg = alpha_model
-    calls = []
-    handle = model.model.diffusion_model.y_embedder.register_forward_hook(lambda m, a, out: calls.append(a[0].shape))
-    try:
-        run(apply_nasa(model, neg, 0.5), pos, neg, steps=3)
-    finally:
-        handle.remove()
-    assert [tuple(s) for s in calls] == [(1, 1, 14, 4096), (1, 1, 9, 4096)] * 3
+    check_runs_once_per_call(apply_nasa(model, neg, 0.5), run, pos, neg, [(
+        model.model.diffusion_model.y_embedder, [(1, 1, 14, 4096), (1, 1, 9, 4096)] * 3, lambda a: tuple(a[0].shape))])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_models_follow_the_reference(dtype):
     model = tiny.tiny_pixart(dtype=dtype)
     pos, neg = tiny.t5_text(9, seed=1), tiny.t5_text(14, seed=2)
-    plain = run(model, pos, neg).double()
-    patched = run(apply_nasa(model, neg, 0.5), pos, neg).double()
-    with pixart_reference(model, [(0.5, [(neg[0][0], 1.0)])]) as ref:
-        expected = run(ref, pos, neg).double()
-    effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
-    assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
-    assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)
+    check_low_precision_effect(model, apply_nasa(model, neg, 0.5), one(model, 0.5, neg), run, pos, neg)

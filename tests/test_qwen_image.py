@@ -19,7 +19,8 @@ import comfy.patcher_extension as ext
 import tiny
 import tiny_qwen_image as tq
 from reference import close, lin
-from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
+from sampling import (check_cfg_rows, check_follows_reference, check_scale_zero_and_input_untouched, check_wrong_width,
+                      sample, with_attention_override)
 from test_flux import ln, positive_rows, rotate
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -137,6 +138,11 @@ def every(i):
     return True
 
 
+def one(model, alpha, neg):
+    """The reference with one negative prompt, steered in every block."""
+    return qwen_reference(model, [(alpha, [(neg[0][0], 1.0)], every)])
+
+
 @pytest.fixture(scope="module")
 def qwen():
     return tq.model(seed=3), tq.conditioning(9, 1), tq.conditioning(13, 2)
@@ -200,12 +206,8 @@ def test_one_block_by_hand_text_rows_untouched_negative_only_subtracted(qwen):
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (1.0, 20, 5), (2.0, 7, 7)])
 def test_matches_hand_computed_nasa(qwen, alpha, pos_len, neg_len):
     model, pos, neg = qwen[0], tq.conditioning(pos_len, 1), tq.conditioning(neg_len, 2)
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
-    with qwen_reference(model, [(alpha, [(neg[0][0], 1.0)], every)]):
-        expected = run(model, pos, neg, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), one(model, alpha, neg), run, pos, neg,
+                            baseline=model, steps=2)
 
 
 @pytest.mark.parametrize("method", ["index", "index_timestep_zero"])
@@ -216,62 +218,40 @@ def test_edit_models_with_a_reference_image(method):
     ref = torch.randn(1, *tq.LATENT, generator=torch.Generator().manual_seed(9))
     pos, neg = tq.conditioning(9, 1), tq.conditioning(13, 2)
     pos[0][1]["reference_latents"] = [ref]
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, 0.8), pos, neg, steps=2)
-    with qwen_reference(model, [(0.8, [(neg[0][0], 1.0)], every)]):
-        expected = run(model, pos, neg, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, 0.8), one(model, 0.8, neg), run, pos, neg, baseline=model,
+                            steps=2)
 
 
 def test_cfg_rows_batch_and_two_nodes(qwen):
     model, pos, neg = qwen
     other, uncond = tq.conditioning(30, 4), tq.conditioning(9, 3)
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(apply_nasa(model, neg, 0.5, blocks="double.0"), other, 0.3))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with qwen_reference(model, [(0.5, [(neg[0][0], 1.0)], lambda i: i == 0), (0.3, [(other[0][0], 1.0)], every)]):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(apply_nasa(model, neg, 0.5, blocks="double.0"), other, 0.3), run, pos, uncond,
+                   qwen_reference(model, [(0.5, [(neg[0][0], 1.0)], lambda i: i == 0),
+                                          (0.3, [(other[0][0], 1.0)], every)]))
 
 
 def test_several_entries_average_their_negative_attention(qwen):
     model, pos, _ = qwen
     a, b = tq.conditioning(6, 5)[0][0], tq.conditioning(11, 6)[0][0]
-    patched = run(apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6), pos, pos, batch=2)
-    with qwen_reference(model, [(0.6, [(a, 1.0), (b, 3.0)], every)]):
-        expected = run(model, pos, pos, batch=2)
-    assert close(patched, expected)
+    check_follows_reference(model, apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6),
+                            qwen_reference(model, [(0.6, [(a, 1.0), (b, 3.0)], every)]), run, pos, pos, batch=2)
 
 
 def test_composes_with_an_earlier_attention_override_and_block_patch(qwen):
     """Another pack's override runs every attention (joint Z+, Z- over the negative's 13 tokens, the negative's own
     [negative | image]); its dit block replace is still called."""
     model, pos, neg = qwen
-    keys, blocks = [], []
-
-    def override(func, *args, **kwargs):
-        keys.append(args[1].shape[2])  # Qwen-Image passes (batch, heads, tokens, d)
-        return func(*args, **kwargs)
+    blocks = []
+    m, keys = with_attention_override(model, lambda args, kwargs: args[1].shape[2])  # (batch, heads, tokens, d)
 
     def block_patch(args, extra):
         blocks.append(args["txt"].shape[1])
         return extra["original_block"](args)
 
-    m = model.clone()
-    m.model_options["transformer_options"]["optimized_attention_override"] = override
     m.set_model_patch_replace(block_patch, "dit", "double_block", 1)
-    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    check_follows_reference(model, apply_nasa(m, neg, 0.5), one(model, 0.5, neg), run, pos, neg)
     assert keys.count(9 + 16) == 2 and keys.count(13) == 2 and keys.count(13 + 16) == 2 and len(keys) == 6
     assert blocks == [9]
-    with qwen_reference(model, [(0.5, [(neg[0][0], 1.0)], every)]):
-        assert close(patched, run(model, pos, neg))
 
 
 def test_block_names_sigma_window_wrong_width_and_padded_negative(qwen):
@@ -281,11 +261,11 @@ def test_block_names_sigma_window_wrong_width_and_padded_negative(qwen):
     before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers)
     for negative, blocks, match in (
             (neg, "double.2", r"available: double\.0,1"),
-            ([[torch.randn(1, 77, 4096), {}]], "", "width 4096 but this QwenImage model's cross-attention expects 3584"),
             ([[neg[0][0], {"attention_mask": torch.tensor([[1] * 10 + [0] * 3])}]], "",
              "negative carries an attention_mask with 3 padded token")):
         with pytest.raises(ValueError, match=match):
             apply_nasa(model, negative, 0.5, blocks=blocks)
         assert (model.model_options, model.wrappers) == before
+    check_wrong_width(model, 4096, "width 4096 but this QwenImage model's cross-attention expects 3584", tokens=77)
     unpadded = [[neg[0][0], {"attention_mask": torch.ones(1, 13, dtype=torch.long)}]]  # all kept: as no mask
     assert torch.equal(run(apply_nasa(model, unpadded, 0.5), pos, neg), run(apply_nasa(model, neg, 0.5), pos, neg))

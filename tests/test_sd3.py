@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
-from reference import close, lin
+from sampling import (check_cfg_rows, check_follows_reference, check_scale_zero_and_input_untouched, sample,
+                      with_attention_override)
+from reference import lin
 from test_flux import cond, ln, positive_rows
 
 from nasa_pack.nodes.apply import apply_nasa
@@ -141,42 +142,21 @@ def test_scale_zero_is_bit_identical_and_input_untouched(sd3):
 @pytest.mark.parametrize("alpha,pos_len,neg_len", [(0.5, 9, 13), (2.0, 20, 5)])
 def test_matches_hand_computed_nasa(sd3, alpha, pos_len, neg_len):
     model, pos, neg = sd3[0], sd3_cond(pos_len, 1), sd3_cond(neg_len, 2)
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
-    with sd3_reference(model, [(alpha, neg[0][0], every)]):
-        expected = run(model, pos, neg, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), sd3_reference(model, [(alpha, neg[0][0], every)]),
+                            run, pos, neg, baseline=model, steps=2)
 
 
 def test_cfg_rows_batch_and_two_nodes(sd3):
     model, pos, neg = sd3
     other, uncond = sd3_cond(30, 4), sd3_cond(9, 3)
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(apply_nasa(model, neg, 0.5, blocks="joint.0-1"), other, 0.3))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with sd3_reference(model, [(0.5, neg[0][0], lambda i: i <= 1), (0.3, other[0][0], every)]):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(apply_nasa(model, neg, 0.5, blocks="joint.0-1"), other, 0.3), run, pos, uncond,
+                   sd3_reference(model, [(0.5, neg[0][0], lambda i: i <= 1), (0.3, other[0][0], every)]))
 
 
 def test_composes_with_an_earlier_attention_override(sd3):
     model, pos, neg = sd3
-    keys = []
-
-    def override(func, *args, **kwargs):
-        keys.append(args[1].shape[1])
-        return func(*args, **kwargs)
-
-    m = model.clone()
-    m.model_options["transformer_options"]["optimized_attention_override"] = override
-    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    m, keys = with_attention_override(model)
+    check_follows_reference(model, apply_nasa(m, neg, 0.5), sd3_reference(model, [(0.5, neg[0][0], every)]), run,
+                            pos, neg)
     # per block: joint (9 + 16), Z- (13), the negative's own (13 + 16); block 0 also its image self-attention
     assert keys.count(25) == 3 and keys.count(13) == 3 and keys.count(29) == 3 and keys.count(16) == 1
-    with sd3_reference(model, [(0.5, neg[0][0], every)]):
-        assert close(patched, run(model, pos, neg))

@@ -1,14 +1,13 @@
 """What users rely on: scale 0 is the plain model, the input model is untouched, only positive rows are steered,
 the cfg=1 single pass stays, batches work, runs repeat bit for bit, nothing leaks between prompts, and NASA
 composes with patches installed before it (attention replace, LoRA)."""
-import copy
-
 import pytest
 import torch
 
 import tiny
 from reference import nasa_reference
-from sampling import chunk, recording, sample
+from sampling import (check_cfg_rows, check_follows_reference, check_repeat_and_no_leak,
+                      check_scale_zero_and_input_untouched, nested, recording, sample, with_attention_override)
 
 from nasa_pack.nodes.apply import apply_nasa
 
@@ -23,28 +22,13 @@ def sd15():
 def test_scale_zero_is_bit_identical_and_input_untouched(family):
     model = tiny.tiny_model(family)
     pos, neg = tiny.text(family, 77, seed=1), tiny.text(family, 77, seed=2)
-    options_before = copy.deepcopy(model.model_options)
-    wrappers_before = copy.deepcopy(model.wrappers)
-    plain = sample(model, pos, neg, steps=2)
-    assert torch.equal(sample(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    patched = apply_nasa(model, neg, 0.7)
-    assert not torch.equal(sample(patched, pos, neg, steps=2), plain)
-    # The input patcher gained nothing, and still samples exactly as before.
-    assert model.model_options == options_before and model.wrappers == wrappers_before
-    assert torch.equal(sample(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(model, pos, neg, lambda m, p, n: sample(m, p, n, steps=2), alpha=0.7)
 
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(sd15):
     model, pos, neg = sd15
-    uncond = tiny.text("sd15", 77, seed=3)
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    sample(plain, pos, uncond, cfg=4.0, batch=2)
-    sample(nasa, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa) = plain_calls[0], nasa_calls[0]
-    assert sorted(order) == [0, 1] and order == order2  # cond and uncond ran batched in one call
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), sample, pos, tiny.text("sd15", 77, seed=3),
+                   nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]))
 
 
 def test_cfg_one_keeps_the_single_pass(sd15):
@@ -56,22 +40,13 @@ def test_cfg_one_keeps_the_single_pass(sd15):
 
 def test_batch_of_images_matches_each_image_alone(sd15):
     model, pos, neg = sd15
-    patched = apply_nasa(model, neg, 0.5)
-    batch = sample(patched, pos, neg, batch=3)
-    with nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
-        expected = sample(model, pos, neg, batch=3)
-    assert (batch - expected).abs().max() <= 1e-4 * expected.abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, 0.5), nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]),
+                            sample, pos, neg, batch=3)
 
 
 def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(sd15):
     model, pos, neg = sd15
-    other = tiny.text("sd15", 77, seed=9)
-    first = sample(apply_nasa(model, neg, 0.5), pos, neg)
-    second = sample(apply_nasa(model, other, 0.5), pos, other)
-    again = sample(apply_nasa(model, neg, 0.5), pos, neg)
-    assert torch.equal(first, again)
-    assert not torch.equal(first, second)
-    assert torch.equal(sample(model, pos, neg), sample(apply_nasa(model, neg, 0.0), pos, neg))
+    check_repeat_and_no_leak(model, pos, neg, tiny.text("sd15", 77, seed=9), sample)
 
 
 def test_attention_replace_installed_before_is_still_called(sd15):
@@ -87,13 +62,11 @@ def test_attention_replace_installed_before_is_still_called(sd15):
     other = model.clone()
     other.set_model_attn2_replace(half_attention, "input", 1)  # a (group, number) key, as many packs use
     other.set_model_attn2_replace(half_attention, "middle", 0, 0)
-    patched = sample(apply_nasa(other, neg, 0.5), pos, neg)
+    halved, negatives = {("input", 1, 0), ("middle", 0, 0)}, [(0.5, [(neg[0][0], 1.0)])]
+    check_follows_reference(model, apply_nasa(other, neg, 0.5), nested(
+        nasa_reference(model, negatives, blocks=halved, z_pos_scale=0.5),
+        nasa_reference(model, negatives, blocks=set(_keys(model)) - halved)), sample, pos, neg)
     assert ("input", 1) in called and ("middle", 0) in called
-    with nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])], blocks={("input", 1, 0), ("middle", 0, 0)},
-                        z_pos_scale=0.5), nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])],
-                                                         blocks={k for k in _keys(model)} - {("input", 1, 0), ("middle", 0, 0)}):
-        expected = sample(model, pos, neg)
-    assert (patched - expected).abs().max() <= 1e-4 * expected.abs().max()
 
 
 def _keys(model):
@@ -118,12 +91,10 @@ def test_lora_patched_model_uses_the_lora_weights_in_nasa(sd15):
             lora[f"{prefix}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.5
             lora[f"{prefix}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.5
     with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)
-    patched = sample(apply_nasa(with_lora, neg, 0.5), pos, neg)
-    with nasa_reference(with_lora, [(0.5, [(neg[0][0], 1.0)])]):
-        expected = sample(with_lora, pos, neg)  # the hooks read the weights the LoRA patched in
-    assert (patched - expected).abs().max() <= 1e-4 * expected.abs().max()
-    without_lora = sample(apply_nasa(model, neg, 0.5), pos, neg)
-    assert (without_lora - patched).abs().max() > 100 * (patched - expected).abs().max()
+    # the reference's hooks read the weights the LoRA patched in; NASA without the LoRA is far from it
+    check_follows_reference(with_lora, apply_nasa(with_lora, neg, 0.5),
+                            nasa_reference(with_lora, [(0.5, [(neg[0][0], 1.0)])]), sample, pos, neg,
+                            baseline=apply_nasa(model, neg, 0.5))
 
 
 def _layers(model):
@@ -139,24 +110,14 @@ def test_weights_cast_per_layer_at_run_time():
     assert isinstance(model.model.diffusion_model.middle_block[1].transformer_blocks[0].attn2.to_k,
                       comfy.ops.manual_cast.Linear)
     pos, neg = tiny.text("sd15", 77, seed=1), tiny.text("sd15", 77, seed=2)
-    patched = sample(apply_nasa(model, neg, 0.5), pos, neg)
-    with nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
-        expected = sample(model, pos, neg)
-    assert (patched - expected).abs().max() <= 1e-3 * expected.abs().max()
-    assert (patched - sample(model, pos, neg)).abs().max() > 30 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, 0.5), nasa_reference(model, [(0.5, [(neg[0][0], 1.0)])]),
+                            sample, pos, neg, baseline=model, rel=1e-3, margin=30)
 
 
 def test_negative_branch_uses_the_users_attention_backend(sd15):
     """An optimized_attention_override (how sage/flash packs switch kernels) also runs NASA's Z- attention."""
     model, pos, neg = sd15
-    seen = []
-
-    def override(func, *args, **kwargs):
-        seen.append(args[1].shape[1])  # key length: 77 for the positive, 154 for this negative
-        return func(*args, **kwargs)
-
-    m = model.clone()
-    m.model_options["transformer_options"]["optimized_attention_override"] = override
+    m, seen = with_attention_override(model)  # key lengths: 77 for the positive, 154 for this negative
     plain = sample(m, pos, neg)
     patched = sample(apply_nasa(m, neg, 0.5), pos, neg)
     assert 154 in seen and seen.count(154) == 7  # one Z- per cross-attention block of the tiny model

@@ -5,15 +5,16 @@ The reference hooks the *unpatched* model's ``WanT2VCrossAttention`` layers with
 q/k RMSNorm, per-head softmax attention, the negative's ``text_embedding`` and the output projection by hand and
 replaces the layer output on the positive rows by o(Z+ - sum_i alpha_i Z-_i) (paper Eq. 4-6)."""
 import contextlib
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import tiny
-from reference import close, lin, naive_attention
-from sampling import chunk, recording, sample
+from reference import lin, naive_attention
+from sampling import (check_cfg_rows, check_follows_reference, check_low_precision_effect, check_repeat_and_no_leak,
+                      check_runs_once_per_call, check_scale_zero_and_input_untouched, check_wrong_width, nested,
+                      sample, with_attention_override)
 
 from nasa_pack.nodes.apply import apply_nasa
 
@@ -73,14 +74,13 @@ def wan():
     return tiny.tiny_wan(), tiny.wan_text(7, seed=1), tiny.wan_text(12, seed=2)
 
 
+def one(model, alpha, neg, **kw):
+    """The reference with one negative prompt."""
+    return wan_reference(model, [(alpha, [(neg[0][0], 1.0)])], **kw)
+
+
 def test_scale_zero_is_bit_identical_and_input_untouched(wan):
-    model, pos, neg = wan
-    before = copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), dict(model.object_patches)
-    plain = run(model, pos, neg, steps=2)
-    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg, steps=2), plain)
-    assert not torch.equal(run(apply_nasa(model, neg, 0.7), pos, neg, steps=2), plain)
-    assert (copy.deepcopy(model.model_options), copy.deepcopy(model.wrappers), model.object_patches) == before
-    assert torch.equal(run(model, pos, neg, steps=2), plain)
+    check_scale_zero_and_input_untouched(*wan, lambda m, p, n: run(m, p, n, steps=2), alpha=0.7)
 
 
 # (alpha, positive real/total tokens, negative real/total tokens): the host's umt5 pads to 512 with zeros; a
@@ -90,95 +90,54 @@ def test_scale_zero_is_bit_identical_and_input_untouched(wan):
 def test_matches_hand_computed_nasa(alpha, pos_len, neg_len):
     model = tiny.tiny_wan(seed=3)
     pos, neg = tiny.wan_text(*pos_len, seed=1), tiny.wan_text(*neg_len, seed=2)
-    plain = run(model, pos, neg, steps=2)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=2)
-    with wan_reference(model, [(alpha, [(neg[0][0], 1.0)])]):
-        expected = run(model, pos, neg, steps=2)
-    assert close(patched, expected)
-    # The check can fail: NASA moved the result far more than the tolerance.
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), one(model, alpha, neg), run, pos, neg,
+                            baseline=model, steps=2)
 
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(wan):
     model, pos, neg = wan
-    uncond = tiny.wan_text(4, seed=3)
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with wan_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2  # cond and uncond ran batched in one call
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), run, pos, tiny.wan_text(4, seed=3), one(model, 0.5, neg))
 
 
 def test_batch_blocks_and_two_nodes_follow_the_reference(wan):
     model, pos, neg = wan
     other = tiny.wan_text(30, seed=4, total=512)
-    patched = run(apply_nasa(apply_nasa(model, neg, 0.5, blocks="blocks.0-1"), other, 0.3), pos, neg, batch=3)
+    patched = apply_nasa(apply_nasa(model, neg, 0.5, blocks="blocks.0-1"), other, 0.3)
     # blocks 0-1 get both negatives (Z+ - 0.5 Z-_1 - 0.3 Z-_2), block 2 only the second node's
-    with wan_reference(model, [(0.5, [(neg[0][0], 1.0)]), (0.3, [(other[0][0], 1.0)])], blocks={0, 1}), \
-            wan_reference(model, [(0.3, [(other[0][0], 1.0)])], blocks={2}):
-        expected = run(model, pos, neg, batch=3)
-    assert close(patched, expected)
-    only_second = run(apply_nasa(model, other, 0.3), pos, neg, batch=3)
-    assert (only_second - patched).abs().max() > 100 * (patched - expected).abs().max()
+    reference = nested(wan_reference(model, [(0.5, [(neg[0][0], 1.0)]), (0.3, [(other[0][0], 1.0)])], blocks={0, 1}),
+                       one(model, 0.3, other, blocks={2}))
+    check_follows_reference(model, patched, reference, run, pos, neg, baseline=apply_nasa(model, other, 0.3), batch=3)
 
 
 def test_several_entries_average_their_negative_attention(wan):
     model, pos, _ = wan
     a, b = tiny.wan_text(6, seed=5)[0][0], tiny.wan_text(40, seed=6, total=77)[0][0]
-    patched = run(apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6), pos, pos)
-    with wan_reference(model, [(0.6, [(a, 1.0), (b, 3.0)])]):
-        expected = run(model, pos, pos)
-    assert close(patched, expected)
+    check_follows_reference(model, apply_nasa(model, [[a, {}], [b, {"strength": 3.0}]], 0.6),
+                            wan_reference(model, [(0.6, [(a, 1.0), (b, 3.0)])]), run, pos, pos)
 
 
 def test_same_graph_twice_is_bit_identical_and_prompts_do_not_leak(wan):
     model, pos, neg = wan
-    other = tiny.wan_text(9, seed=9)
-    first = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
-    second = run(apply_nasa(model, other, 0.5), pos, other, steps=2)
-    again = run(apply_nasa(model, neg, 0.5), pos, neg, steps=2)
-    assert torch.equal(first, again)
-    assert not torch.equal(first, second)
-    assert torch.equal(run(model, pos, neg), run(apply_nasa(model, neg, 0.0), pos, neg))
+    check_repeat_and_no_leak(model, pos, neg, tiny.wan_text(9, seed=9), run, steps=2)
 
 
 def test_negative_is_embedded_once_per_model_call(wan):
     model, pos, neg = wan
-    calls = []
-    handle = model.model.diffusion_model.text_embedding.register_forward_hook(
-        lambda m, a, out: calls.append(a[0].shape[1]))
-    try:
-        nasa, model_calls = recording(apply_nasa(model, neg, 0.5))
-        run(nasa, pos, neg, steps=3)
-    finally:
-        handle.remove()
-    assert len(model_calls) == 3 and calls == [512, 512] * 3  # one negative and one positive pass per call
+    # one negative and one positive pass per call
+    check_runs_once_per_call(apply_nasa(model, neg, 0.5), run, pos, neg,
+                             [(model.model.diffusion_model.text_embedding, [512, 512] * 3)])
 
 
 def test_wrong_text_width_names_both_widths():
-    with pytest.raises(ValueError, match="width 768 but this WAN21_T2V model's cross-attention expects 4096"):
-        apply_nasa(tiny.tiny_wan(num_layers=1), tiny.text("sd15"), 0.5)
+    check_wrong_width(tiny.tiny_wan(num_layers=1), 768, "width 768 but this WAN21_T2V model's cross-attention "
+                      "expects 4096", tokens=77)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_models_follow_the_reference(dtype):
     model = tiny.tiny_wan(dtype=dtype)
     pos, neg = tiny.wan_text(7, seed=1), tiny.wan_text(12, seed=2)
-    plain = run(model, pos, neg).double()
-    patched = run(apply_nasa(model, neg, 2.0), pos, neg).double()
-    with wan_reference(model, [(2.0, [(neg[0][0], 1.0)])]):
-        expected = run(model, pos, neg).double()
-    # Low precision: compare NASA's effect (the change it makes) with the reference's, by direction and size.
-    effect, expected_effect = (patched - plain).flatten(), (expected - plain).flatten()
-    assert F.cosine_similarity(effect, expected_effect, dim=0).item() > 0.98
-    assert effect.norm() / expected_effect.norm() == pytest.approx(1.0, abs=0.05)
+    check_low_precision_effect(model, apply_nasa(model, neg, 2.0), one(model, 2.0, neg), run, pos, neg)
 
 
 def test_negative_keeps_its_length_and_uses_the_users_attention_backend(wan):
@@ -186,18 +145,9 @@ def test_negative_keeps_its_length_and_uses_the_users_attention_backend(wan):
     own 77 tokens (its zero padding included, as encoded), never padded or cut to the positive's 512."""
     model, pos, _ = wan
     neg = tiny.wan_text(5, total=77, seed=7)
-    seen = []
-
-    def override(func, *args, **kwargs):
-        seen.append(args[1].shape[1])  # key length
-        return func(*args, **kwargs)
-
-    m = model.clone()
-    m.model_options["transformer_options"]["optimized_attention_override"] = override
-    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    m, seen = with_attention_override(model)  # records each key length
+    check_follows_reference(model, apply_nasa(m, neg, 0.5), one(model, 0.5, neg), run, pos, neg)
     assert seen.count(77) == 3 and seen.count(512) == 3  # one Z- and one Z+ per cross-attention block
-    with wan_reference(model, [(0.5, [(neg[0][0], 1.0)])]):
-        assert close(patched, run(model, pos, neg))
 
 
 def test_a_foreign_forward_patch_on_the_layer_is_refused(wan):

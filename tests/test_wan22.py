@@ -4,6 +4,7 @@ KSamplerAdvanced schedule), Wan 2.2 I2V (image by channel concat), and the text 
 text-plus-CLIP-image cross-attention; each against a float64 reference written here or in test_wan.py."""
 import contextlib
 import copy
+import functools
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 import tiny
 import tiny_wan22
 from reference import close, lin, naive_attention
-from sampling import chunk, recording, sample
+from sampling import check_cfg_rows, check_follows_reference, sample
 from test_wan import embed, rms, wan_reference
 
 import comfy.clip_vision
@@ -23,18 +24,16 @@ text = tiny_wan22.conditioning
 def test_ti2v_5b_shape_follows_the_reference_and_keeps_the_promises():
     model = tiny_wan22.model(seed=2)
     pos, neg, long_neg = text(7, seed=1), text(12, total=77, seed=2), text(600, total=600, seed=3)
+    run = functools.partial(sample, shape=tiny_wan22.LATENT, batch=2)
     before = copy.deepcopy(model.model_options), dict(model.object_patches)
-    plain = sample(model, pos, neg, shape=tiny_wan22.LATENT, batch=2)
+    plain = run(model, pos, neg)
     assert plain.shape == (2, 48, 2, 4, 4)
-    assert torch.equal(sample(apply_nasa(model, neg, 0.0), pos, neg, shape=tiny_wan22.LATENT, batch=2), plain)
+    assert torch.equal(run(apply_nasa(model, neg, 0.0), pos, neg), plain)
     for alpha, negative in ((0.8, neg), (1.5, long_neg)):  # negatives shorter and longer than the positive's 512
-        patched = sample(apply_nasa(model, negative, alpha), pos, neg, shape=tiny_wan22.LATENT, batch=2)
-        with wan_reference(model, [(alpha, [(negative[0][0], 1.0)])]):
-            expected = sample(model, pos, neg, shape=tiny_wan22.LATENT, batch=2)
-        assert close(patched, expected)
-        assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+        check_follows_reference(model, apply_nasa(model, negative, alpha),
+                                wan_reference(model, [(alpha, [(negative[0][0], 1.0)])]), run, pos, neg, baseline=model)
     assert (copy.deepcopy(model.model_options), model.object_patches) == before
-    assert torch.equal(sample(model, pos, neg, shape=tiny_wan22.LATENT, batch=2), plain)
+    assert torch.equal(run(model, pos, neg), plain)
 
 
 def stage(model, pos, neg, latent, noise, start, last, steps=4, cfg=1.0):
@@ -76,22 +75,12 @@ def test_two_experts_each_with_its_own_nasa_follow_the_reference_stage_by_stage(
 def test_wan22_image_to_video_by_concat_follows_the_reference_and_keeps_cfg_rows():
     model = tiny_wan22.expert(seed=7, image_to_video=True)
     pos, neg = tiny_wan22.image_conditioning(text(7, seed=1)), tiny_wan22.image_conditioning(text(12, seed=2))
-    shape = tiny_wan22.A14B_LATENT
-    plain = sample(model, pos, neg, shape=shape, steps=2)
-    assert not torch.equal(plain, sample(model, text(7, seed=1), neg, shape=shape, steps=2))  # the image is used
-    patched = sample(apply_nasa(model, neg, 0.8), pos, neg, shape=shape, steps=2)
-    with wan_reference(model, [(0.8, [(neg[0][0], 1.0)])]):
-        expected = sample(model, pos, neg, shape=shape, steps=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
-    plain_m, plain_calls = recording(model)
-    nasa_m, nasa_calls = recording(apply_nasa(model, neg, 0.8))
-    sample(plain_m, pos, neg, shape=shape, cfg=3.0)
-    sample(nasa_m, pos, neg, shape=shape, cfg=3.0)
-    (order, out_plain), (order2, out_nasa) = plain_calls[0], nasa_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+    run = functools.partial(sample, shape=tiny_wan22.A14B_LATENT)
+    plain = run(model, pos, neg, steps=2)
+    assert not torch.equal(plain, run(model, text(7, seed=1), neg, steps=2))  # the image is used
+    check_follows_reference(model, apply_nasa(model, neg, 0.8), wan_reference(model, [(0.8, [(neg[0][0], 1.0)])]), run,
+                            pos, neg, baseline=model, steps=2)
+    check_cfg_rows(model, apply_nasa(model, neg, 0.8), run, pos, neg, cfg=3.0, batch=1)
 
 
 def with_clip_image(cond, seed=12):
@@ -140,24 +129,12 @@ def i2v():
 
 def test_wan21_i2v_steers_the_text_term_only_on_the_positive_rows(i2v):
     model, pos, neg = i2v
-    plain = sample(model, pos, neg, shape=tiny_wan22.A14B_LATENT, steps=2, batch=2)
-    patched = sample(apply_nasa(model, neg, 0.9), pos, neg, shape=tiny_wan22.A14B_LATENT, steps=2, batch=2)
-    with i2v_reference(model, 0.9, neg[0][0]):
-        expected = sample(model, pos, neg, shape=tiny_wan22.A14B_LATENT, steps=2, batch=2)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    run = functools.partial(sample, shape=tiny_wan22.A14B_LATENT)
+    check_follows_reference(model, apply_nasa(model, neg, 0.9), i2v_reference(model, 0.9, neg[0][0]), run, pos, neg,
+                            baseline=model, steps=2, batch=2)
     # cfg > 1 (the sampler's negative with the same image): its rows stay the host's, the positive's follow the hand
-    uncond = with_clip_image(text(4, seed=3))
-    calls = {}
-    for name, m in (("plain", model), ("nasa", apply_nasa(model, neg, 0.9)), ("ref", model)):
-        recorder, calls[name] = recording(m)
-        with i2v_reference(model, 0.9, neg[0][0]) if name == "ref" else contextlib.nullcontext():
-            sample(recorder, pos, uncond, shape=tiny_wan22.A14B_LATENT, cfg=3.0)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = calls["plain"][0], calls["nasa"][0], calls["ref"][0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.9), run, pos, with_clip_image(text(4, seed=3)),
+                   i2v_reference(model, 0.9, neg[0][0]), cfg=3.0, batch=1)
 
 
 def test_wan21_i2v_image_attention_term_is_untouched(i2v):

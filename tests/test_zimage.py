@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 import tiny_zimage as tz
 from reference import close, lin
-from sampling import check_scale_zero_and_input_untouched, chunk, recording, sample
+from sampling import (check_cfg_rows, check_follows_reference, check_runs_once_per_call,
+                      check_scale_zero_and_input_untouched, check_wrong_width, sample, with_attention_override)
 
 from comfy.ldm.lumina.model import JointTransformerBlock
 from nasa_pack.nodes.apply import apply_nasa
@@ -170,12 +171,8 @@ def test_matches_hand_computed_nasa(alpha, pos_len, neg_len, lumina2, steps):
     width = tz.LUMINA2_WIDTH if lumina2 else tz.WIDTH
     model = tz.model(seed=3, lumina2=lumina2)
     pos, neg = tz.conditioning(pos_len, 1, width=width), tz.conditioning(neg_len, 2, width=width)
-    plain = run(model, pos, neg, steps=steps)
-    patched = run(apply_nasa(model, neg, alpha), pos, neg, steps=steps)
-    with zimage_reference(model, [(alpha, [(neg[0][0], 1.0)], every)], pos_len):
-        expected = run(model, pos, neg, steps=steps)
-    assert close(patched, expected)
-    assert (patched - plain).abs().max() > 100 * (patched - expected).abs().max()
+    check_follows_reference(model, apply_nasa(model, neg, alpha), zimage_reference(
+        model, [(alpha, [(neg[0][0], 1.0)], every)], pos_len), run, pos, neg, baseline=model, steps=steps)
 
 
 def layer_zero(model, pos, neg):
@@ -212,72 +209,44 @@ def test_one_layer_caption_rows_untouched_negative_only_through_subtraction(zima
 
 def test_cfg_above_one_leaves_unconditional_rows_bit_identical(zimage):
     (model, pos, neg), uncond = zimage, tz.conditioning(9, 3)  # as long as the positive: one batched call
-    plain, plain_calls = recording(model)
-    nasa, nasa_calls = recording(apply_nasa(model, neg, 0.5))
-    ref, ref_calls = recording(model)
-    run(plain, pos, uncond, cfg=4.0, batch=2)
-    run(nasa, pos, uncond, cfg=4.0, batch=2)
-    with zimage_reference(model, [(0.5, [(neg[0][0], 1.0)], every)], 9):
-        run(ref, pos, uncond, cfg=4.0, batch=2)
-    (order, out_plain), (order2, out_nasa), (_, out_ref) = plain_calls[0], nasa_calls[0], ref_calls[0]
-    assert sorted(order) == [0, 1] and order == order2
-    assert torch.equal(chunk(out_nasa, order, 1), chunk(out_plain, order, 1))
-    assert not torch.equal(chunk(out_nasa, order, 0), chunk(out_plain, order, 0))
-    assert close(chunk(out_nasa, order, 0), chunk(out_ref, order, 0))
+    check_cfg_rows(model, apply_nasa(model, neg, 0.5), run, pos, uncond,
+                   zimage_reference(model, [(0.5, [(neg[0][0], 1.0)], every)], 9))
 
 
 def test_batch_layers_two_nodes_and_several_entries_follow_the_reference(zimage):
     model, pos, neg = zimage
     a, b = tz.conditioning(6, 5)[0][0], tz.conditioning(35, 6)[0][0]
     first = apply_nasa(model, neg, 0.5, blocks="layers.0")
-    patched = run(apply_nasa(first, [[a, {}], [b, {"strength": 3.0}]], 0.3), pos, neg, batch=2)
     # layers.0 gets both negatives (Z+ - 0.5 Z-_1 - 0.3 mean(Z-_a, Z-_b)); layers.1 only the second node's
-    with zimage_reference(model, [(0.5, [(neg[0][0], 1.0)], lambda i: i == 0),
-                                  (0.3, [(a, 1.0), (b, 3.0)], every)], 9):
-        expected = run(model, pos, neg, batch=2)
-    assert close(patched, expected)
+    check_follows_reference(model, apply_nasa(first, [[a, {}], [b, {"strength": 3.0}]], 0.3), zimage_reference(
+        model, [(0.5, [(neg[0][0], 1.0)], lambda i: i == 0), (0.3, [(a, 1.0), (b, 3.0)], every)], 9), run, pos, neg,
+        batch=2)
 
 
 def test_negative_takes_the_caption_path_once_per_model_call(zimage):
     model, pos, neg = zimage
     dm = model.model.diffusion_model
-    embedded, refined = [], []
-    handles = [dm.cap_embedder.register_forward_hook(lambda m, a, out: embedded.append(a[0].shape[1])),
-               dm.context_refiner[0].register_forward_hook(lambda m, a, out: refined.append(a[0].shape[1]))]
-    try:
-        nasa, calls = recording(apply_nasa(model, neg, 0.5))
-        run(nasa, pos, neg, steps=3)
-    finally:
-        for h in handles:
-            h.remove()
-    assert len(calls) == 3 and embedded == [13, 9] * 3 and refined == [32, 32] * 3  # both padded to 32
+    # the refiner sees both padded to 32
+    check_runs_once_per_call(apply_nasa(model, neg, 0.5), run, pos, neg,
+                             [(dm.cap_embedder, [13, 9] * 3), (dm.context_refiner[0], [32, 32] * 3)])
 
 
 def test_composes_with_an_earlier_attention_override(zimage):
     """Another pack's optimized_attention_override runs every attention: the layers' joint attention, Z- over the
     negative's 32 tokens and the negative's own [negative | image] attention (the image: 16 tokens + 16 pad)."""
     model, pos, neg = zimage
-    keys = []
-
-    def override(func, *args, **kwargs):
-        keys.append(args[1].shape[2])  # key length; NextDiT passes (batch, heads, tokens, d)
-        return func(*args, **kwargs)
-
-    m = model.clone()
-    m.model_options["transformer_options"]["optimized_attention_override"] = override
-    patched = run(apply_nasa(m, neg, 0.5), pos, neg)
+    m, keys = with_attention_override(model, lambda args, kwargs: args[1].shape[2])  # (batch, heads, tokens, d)
+    check_follows_reference(model, apply_nasa(m, neg, 0.5), zimage_reference(
+        model, [(0.5, [(neg[0][0], 1.0)], every)], 9), run, pos, neg)
     # refiners: the positive caption (32) and the image (32); layers: [caption | image] 64, Z- 32, negative 64
     assert keys.count(64) == 4 and keys.count(32) == 4 and len(keys) == 8
-    with zimage_reference(model, [(0.5, [(neg[0][0], 1.0)], every)], 9):
-        assert close(patched, run(model, pos, neg))
 
 
 def test_errors_at_the_boundary(zimage):
     model, pos, neg = zimage
     with pytest.raises(ValueError, match=r"available: layers\.0,1"):
         apply_nasa(model, neg, 0.5, blocks="layers.2")
-    with pytest.raises(ValueError, match="width 2304 but this ZImage model's cross-attention expects 2560"):
-        apply_nasa(model, tz.conditioning(9, width=tz.LUMINA2_WIDTH), 0.5)
+    check_wrong_width(model, tz.LUMINA2_WIDTH, "width 2304 but this ZImage model's cross-attention expects 2560")
     m = model.clone()
     m.add_object_patch("diffusion_model.layers.1.forward", lambda *a, **k: None)
     before = dict(m.object_patches), copy.deepcopy(m.wrappers)
