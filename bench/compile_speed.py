@@ -14,18 +14,22 @@ device in ``--dtype``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 import host  # noqa: E402
 
+# ComfyUI in GPU mode for a CUDA run (tests/host.py puts it in CPU mode otherwise).
+_CPU = "--device" in sys.argv[:-1] and sys.argv[sys.argv.index("--device") + 1] == "cpu"
+os.environ.setdefault("NASA_TEST_DEVICE", "cuda" if torch.cuda.is_available() and not _CPU else "cpu")
 host.enter_host()
-
-import torch  # noqa: E402
 
 import comfy.ldm.modules.attention as host_attention  # noqa: E402
 from comfy_api.torch_helpers import set_torch_compile_wrapper  # noqa: E402
@@ -77,9 +81,9 @@ def main(argv=None) -> dict:
         plain.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = sdpa
     positive, negative = harness.conditioning(family, 1), harness.conditioning(family, 2)
     shape = (1, 4, args.pixels // 8, args.pixels // 8)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-    latent = torch.zeros(shape)
-    sigmas = torch.tensor([float(plain.get_model_object("model_sampling").sigma_max), 0.0])
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(device)
+    latent = torch.zeros(shape, device=device)
+    sigmas = torch.tensor([float(plain.get_model_object("model_sampling").sigma_max), 0.0], device=device)
     nasa = apply_nasa(plain, negative, MODELS[args.model][2])
     host_compiled = compiled(plain, args.backend)
     columns = {"plain": plain, "NASA": nasa, "compiled plain": host_compiled,

@@ -185,20 +185,21 @@ def force_kernel(patcher, kernel) -> None:
 def one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """A k-diffusion sampler function that evaluates the model once, at sigmas[0]: one denoising step's cost.
     The sigma is a real tensor (as KSamplerX0Inpaint gets it from a real sampler), whatever ``x`` is."""
-    sigma = sigmas[0] * torch.ones(x.shape[0])
+    sigma = sigmas[0] * torch.ones(x.shape[0], device=sigmas.device)
     return model(x, sigma, **(extra_args or {}))
 
 
 SAMPLER = comfy.samplers.KSAMPLER(one_evaluation)
 
 
-def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: int = 0):
+def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: int = 0, sampler=SAMPLER):
     """One sampler step through ComfyUI: ``CFGGuider.sample`` -> ``outer_sample`` -> ``inner_sample`` with the same
     calls, except that ``prepare_sampling`` (which moves weights with ``load_models_gpu``; fake weights cannot be
     moved) is replaced by using the model where it is. Conds are converted, hooked, encoded (``process_conds``) and
     batched (``sampling_function`` / ``calc_cond_batch``, so the cfg=1 shortcut and NAG's opt-out are real).
     The patcher's object patches (NASA's PixArt / Wan cross-attention forwards), which ``load_models_gpu`` would set
-    through ``patch_model``, are set on the model for the step and restored after, as ``unpatch_model`` does."""
+    through ``patch_model``, are set on the model for the step and restored after, as ``unpatch_model`` does.
+    On a GPU the noise, latent and sigmas go to the patcher's device first, as ``outer_sample`` moves them."""
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
@@ -209,9 +210,12 @@ def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: i
     comfy.samplers.filter_registered_hooks_on_conds(guider.conds, guider.model_options)
     guider.inner_model = patcher.model
     backup = {k: comfy.utils.set_attr(patcher.model, k, v) for k, v in patcher.object_patches.items()}
+    device = patcher.load_device
+    if device.type != "cpu":
+        noise, latent, sigmas = noise.to(device), latent.to(device), sigmas.to(device)
     patcher.pre_run()
     try:
-        return guider.inner_sample(noise, latent, patcher.load_device, SAMPLER, sigmas, None, None, True, seed)
+        return guider.inner_sample(noise, latent, device, sampler, sigmas, None, None, True, seed)
     finally:
         patcher.cleanup()
         patcher.restore_hook_patches()
