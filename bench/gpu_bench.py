@@ -170,8 +170,8 @@ def measure_row(key: str, device: torch.device, tiny: bool, rounds: int) -> dict
 def measure_training(device: torch.device, tiny: bool, steps: int) -> dict:
     """NASA-T steps/s of the pack's Trainer (SDXL; tiny: the tests' SDXL at 64x64)."""
     import tiny as tiny_models
-    from nasa_pack.nodes.train_config import TrainConfig
-    from nasa_pack.nodes.train_loop import Trainer
+    from nasa_pack.nodes.train.config import TrainConfig
+    from nasa_pack.nodes.train.loop import Trainer
 
     if tiny:
         model, latent, precision, what = tiny_models.tiny_model("sdxl"), 8, "fp32", "tiny SDXL 64x64 fp32"

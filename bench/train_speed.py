@@ -29,8 +29,8 @@ host.enter_host()
 import torch  # noqa: E402
 
 import tiny  # noqa: E402
-from nasa_pack.nodes.train_config import TrainConfig  # noqa: E402
-from nasa_pack.nodes.train_loop import Trainer  # noqa: E402
+from nasa_pack.nodes.train.config import TrainConfig  # noqa: E402
+from nasa_pack.nodes.train.loop import Trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402

@@ -21,8 +21,7 @@ import comfy.sample
 import comfy.samplers
 
 from ..nasa_core.heatmap import group_mean, to_image, token_magnitude
-from . import chroma, flux, flux2, qwen_image, sd3, unet
-from .families import family_of, model_name
+from .families import chroma, family_of, flux, flux2, model_name, qwen_image, sd3, unet
 from .map_render import block_groups, render
 from .runtime import PROBE_KEY, NASAPatch
 

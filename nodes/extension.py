@@ -7,7 +7,7 @@ from . import host_features
 from .apply import NASAApply
 from .attention_map import NASAAttentionMap
 from .timestep_sigmas import NASATimestepSigmas
-from .train_node import NASATrainLoRA
+from .train.node import NASATrainLoRA
 
 
 class NASAExtension(ComfyExtension):

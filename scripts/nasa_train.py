@@ -80,7 +80,7 @@ def distributed_from_env(device: str) -> tuple[int, int, bool]:
 
 def ddp(module: torch.nn.Module) -> torch.nn.Module:
     """A LoRA set's module in DistributedDataParallel: its forward runs a model call with the set active
-    (nodes/train_lora.py LoraSet), so DDP all-reduces (averages) that call's gradients in backward."""
+    (nodes/train/lora.py LoraSet), so DDP all-reduces (averages) that call's gradients in backward."""
     return torch.nn.parallel.DistributedDataParallel(module)
 
 
@@ -104,7 +104,7 @@ class StopFlag:
 def train(patcher, pairs, config, checkpoint_dir: Path, out: Path | None, rank: int = 0, world_size: int = 1,
           resume: bool = True, interrupted=lambda: False):
     """Run the pack's Trainer on this process's share; rank 0 writes ``out`` (the last good student LoRA)."""
-    Trainer = pack("nodes.train_loop").Trainer
+    Trainer = pack("nodes.train.loop").Trainer
     wrap = ddp if world_size > 1 else (lambda module: module)
     trainer = Trainer(patcher, pairs, config, checkpoint_dir, rank=rank, world_size=world_size, wrap=wrap)
 
@@ -132,7 +132,7 @@ def load_pairs(ckpt: Path, pairs_file: Path):
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=False, output_clip=True)
     if clip is None:
         raise SystemExit(f"{ckpt} holds no text encoder: NASA-T needs the checkpoint's CLIP to encode the pairs")
-    pairs = pack("nodes.train_node").encode_prompt_pairs(pairs_file.read_text(encoding="utf-8"), clip)
+    pairs = pack("nodes.train.node").encode_prompt_pairs(pairs_file.read_text(encoding="utf-8"), clip)
     if not pairs:
         raise SystemExit(f"{pairs_file} has no 'positive || negative' lines")
     return model, pairs
@@ -167,7 +167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_from_args(args):
-    config = pack("nodes.train_config").TrainConfig(
+    config = pack("nodes.train.config").TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr_student=args.lr_student, lr_teacher=args.lr_teacher,
         rank=args.rank, lora_alpha=args.lora_alpha, kappa=tuple(args.kappa), alpha=tuple(args.alpha),
         t_range=tuple(args.t_range), seed=args.seed, checkpoint_every=args.checkpoint_every,

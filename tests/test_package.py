@@ -195,8 +195,8 @@ def test_future_weights_and_folders_stay_out():
                 "models/README.md", "nodes/weights/lora.safetensors", "workflows/demo.ckpt", "scripts/new_tool.py",
                 "docs/new_picture.png", "tests/test_new.py", ".ci/run", ".github/workflows/ci.yml", "newpkg/x.py"]:
         assert is_ignored(spec, rel), f"{rel} would ship in the registry zip"
-    for rel in ["nodes/new_family.py", "nasa_core/new.py", "web/js/panel.js", "workflows/new.json",
-                "docs/concept_demo.png", "scripts/nasa_train.py", "__init__.py"]:
+    for rel in ["nodes/families/new_family.py", "nodes/train/new_step.py", "nasa_core/new.py", "web/js/panel.js",
+                "workflows/new.json", "docs/concept_demo.png", "scripts/nasa_train.py", "__init__.py"]:
         assert not is_ignored(spec, rel), f"{rel} would be left out of the registry zip"
 
 

@@ -36,7 +36,7 @@ def pairs():
 
 
 def config():
-    from nasa_pack.nodes.train_config import TrainConfig
+    from nasa_pack.nodes.train.config import TrainConfig
 
     return TrainConfig(steps=STEPS, batch_size=BATCH, lr_student=LR, lr_teacher=LR, rank=RANK, lora_alpha=ALPHA,
                        seed=0, checkpoint_every=1, latent_size=8)
@@ -74,7 +74,7 @@ def free_port() -> int:
 def first_gradients(out: Path) -> dict:
     """Each set's step-1 gradient (all-reduced under DDP), read from AdamW's first moment: exp_avg = (1 - beta1) g
     after one step from zero."""
-    from nasa_pack.nodes import train_checkpoint
+    from nasa_pack.nodes.train import checkpoint as train_checkpoint
 
     state = train_checkpoint.load(train_checkpoint.checkpoint_path(out / "checkpoints", 1))
     return {(name, i): s["exp_avg"] / 0.1 for name, opt in state["optimizer"].items()
@@ -85,7 +85,7 @@ def sets_after(out: Path) -> dict:
     """Both LoRA sets of the final checkpoint, and the student file the CLI wrote (rank 0 only)."""
     import comfy.utils
 
-    from nasa_pack.nodes import train_checkpoint
+    from nasa_pack.nodes.train import checkpoint as train_checkpoint
 
     state = train_checkpoint.load(train_checkpoint.checkpoint_path(out / "checkpoints", STEPS))
     student_file = comfy.utils.load_torch_file(str(out / "student.safetensors"))
@@ -119,7 +119,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     g_diff = max((g_one[k] - g_two[k]).abs().max().item() for k in g_one)
     assert g_max > 0 and g_diff <= 1e-5 * g_max, (g_diff, g_max)
 
-    from nasa_pack.nodes.train_lora import LoraSets
+    from nasa_pack.nodes.train.lora import LoraSets
 
     single, ddp = sets_after(one), sets_after(two)
     fresh = LoraSets(tiny.tiny_model("sd15", seed=0, dtype=torch.float64).model.diffusion_model, RANK, ALPHA, seed=0)

@@ -10,9 +10,9 @@ import tiny
 import comfy.model_patcher
 
 from nasa_pack.nodes import host_features
-from nasa_pack.nodes.train_config import TrainConfig
-from nasa_pack.nodes.train_loop import Trainer
-from nasa_pack.nodes.train_lora import SETS
+from nasa_pack.nodes.train.config import TrainConfig
+from nasa_pack.nodes.train.loop import Trainer
+from nasa_pack.nodes.train.lora import SETS
 
 CONFIG = dict(batch_size=2, rank=4, lora_alpha=4.0, latent_size=8, lr_student=1e-3, lr_teacher=1e-2)
 
@@ -111,8 +111,8 @@ def test_a_host_without_either_way_refuses_before_training(tmp_path, monkeypatch
 
 def test_the_node_refuses_a_host_without_unload_before_training(monkeypatch, caplog):
     """0.18.2 has no unload_model_and_clones: the node says so when it starts, never after a training run."""
-    from nasa_pack.nodes import train_loop
-    from nasa_pack.nodes.train_node import NASATrainLoRA
+    from nasa_pack.nodes.train import loop as train_loop
+    from nasa_pack.nodes.train.node import NASATrainLoRA
 
     monkeypatch.setattr(host_features, "_unload_model_and_clones", lambda: False)
     monkeypatch.setattr(train_loop, "Trainer", lambda *a, **k: pytest.fail("training started"))

@@ -1,4 +1,4 @@
-"""NASA-T training loop (nodes/train_loop.py) on a tiny SD1.5-shaped model: per-row negatives in the student call
+"""NASA-T training loop (nodes/train/loop.py) on a tiny SD1.5-shaped model: per-row negatives in the student call
 against a float64 hand reference, a loss that training lowers, bit-identical resume, NaN stop, interrupt,
 gradient checkpointing and input errors."""
 import math
@@ -13,10 +13,10 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
 
-from nasa_pack.nodes import train_checkpoint as ckpt
-from nasa_pack.nodes.train_config import TrainConfig
-from nasa_pack.nodes.train_loop import Trainer
-from nasa_pack.nodes.train_model_call import ModelCalls
+from nasa_pack.nodes.train import checkpoint as ckpt
+from nasa_pack.nodes.train.config import TrainConfig
+from nasa_pack.nodes.train.loop import Trainer
+from nasa_pack.nodes.train.model_call import ModelCalls
 
 # Small and fast: rank 4 LoRA, 8x8 latents, two prompt pairs.
 BASE = dict(batch_size=2, rank=4, lora_alpha=4.0, latent_size=8, lr_student=1e-3, lr_teacher=1e-2)

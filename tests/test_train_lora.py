@@ -1,4 +1,4 @@
-"""nodes/train_lora.py (NASA-T's two LoRA sets on one base) on a tiny SD1.5 model built from ComfyUI's classes:
+"""nodes/train/lora.py (NASA-T's two LoRA sets on one base) on a tiny SD1.5 model built from ComfyUI's classes:
 the base is untouched bit for bit, each set equals base weights + (alpha / rank) up @ down merged by hand in
 float64, sets never leak into each other, and the exported file loads with ComfyUI's own LoRA loader."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import tiny
 from comfy.ldm.modules.attention import BasicTransformerBlock
-from nasa_pack.nodes.train_lora import LoraSets
+from nasa_pack.nodes.train.lora import LoraSets
 
 RANK, ALPHA = 4, 8.0  # scale alpha / rank = 2, so a loader that ignored alpha would fail
 

@@ -14,8 +14,8 @@ import comfy.lora
 import comfy.model_management
 import comfy.utils
 import folder_paths
-from nasa_pack.nodes import train_node
-from nasa_pack.nodes.train_node import NASATrainLoRA
+from nasa_pack.nodes.train import node as train_node
+from nasa_pack.nodes.train.node import NASATrainLoRA
 
 SETTINGS = dict(steps=2, batch_size=1, resolution=64, lr_student=1e-3, lr_teacher=1e-3, rank=2, lora_alpha=4.0,
                 kappa_min=0.5, kappa_max=4.0, seed=0, checkpoint_every=100, gradient_checkpointing=False,
@@ -116,7 +116,7 @@ def test_bad_input_fails_before_training(sd15, folders, monkeypatch, case):
     changes, words = BAD[case]
     started = types.ModuleType("train_loop")  # the Trainer must never be reached
     started.__getattr__ = lambda name: pytest.fail(f"training started ({name}) for {case}")
-    monkeypatch.setitem(sys.modules, "nasa_pack.nodes.train_loop", started)
+    monkeypatch.setitem(sys.modules, "nasa_pack.nodes.train.loop", started)
     args = {"positive": tiny.text("sd15"), "negative": tiny.text("sd15", seed=2), **changes}
     before = copy.deepcopy(sd15.model_options), dict(sd15.patches), dict(sd15.object_patches)
     with pytest.raises(ValueError) as error:
@@ -260,7 +260,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes(sd15, folders, monkeypatc
 
 
 def test_nan_stop_keeps_the_last_good_lora_and_fails_with_the_fix(sd15, folders):
-    from nasa_pack.nodes.train_config import TrainConfig, TrainResult
+    from nasa_pack.nodes.train.config import TrainConfig, TrainResult
 
     good = {"diffusion_model.x.lora_up.weight": torch.ones(2, 1)}
     result = TrainResult("nan", 4, [{"step": s, "student": 1.0, "teacher": 1.0} for s in range(1, 5)], good)

@@ -70,7 +70,7 @@ def test_attention_replace_installed_before_is_still_called(sd15):
 
 
 def _keys(model):
-    from nasa_pack.nodes.unet import cross_attention_layers
+    from nasa_pack.nodes.families.unet import cross_attention_layers
 
     return cross_attention_layers(model.model.diffusion_model).keys()
 

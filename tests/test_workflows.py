@@ -83,7 +83,7 @@ FAMILY_OF = {"flux": ("FluxSchnell", standin_families.FLUX_UNET),
 
 
 def nasa_serves(cls_name: str, config: dict) -> bool:
-    """Whether the pack's family registry (nodes/families.py FAMILIES) serves that model, built on the meta device."""
+    """Whether the pack's family registry (nodes/families FAMILIES) serves that model, built on the meta device."""
     try:
         from nasa_pack.nodes.families import FAMILIES
 

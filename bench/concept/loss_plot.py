@@ -1,7 +1,7 @@
 """A NASA-T loss-curve picture with PIL only (the host venv has no matplotlib): one panel per loss, raw per-step
 values in a light shade, a centred moving average in the full colour, axes with tick labels.
 
-The node's own ``nodes/train_node.loss_curve`` draws both raw curves in one unlabelled box (fine as a node preview);
+The node's own ``nodes/train/node.loss_curve`` draws both raw curves in one unlabelled box (fine as a node preview);
 a figure for the README needs a smoothed trend and readable scales, so it is drawn here.
 """
 from __future__ import annotations

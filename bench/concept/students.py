@@ -1,4 +1,4 @@
-"""The concept model's one-step students: NASA-T (the pack's own ``nodes.train_loop.Trainer``, VSD with NASA in
+"""The concept model's one-step students: NASA-T (the pack's own ``nodes.train.loop.Trainer``, VSD with NASA in
 the student, alpha ~ U(0, 1)) and a control trained the same way with alpha fixed at 0.
 
     .host/venv/bin/python bench/concept/students.py --which student        [--steps 600] [--threads 1]
@@ -34,8 +34,8 @@ import torch  # noqa: E402
 import comfy.lora  # noqa: E402
 import comfy.sd  # noqa: E402
 import comfy.utils  # noqa: E402
-from nasa_pack.nodes.train_config import TrainConfig  # noqa: E402
-from nasa_pack.nodes.train_loop import Trainer  # noqa: E402
+from nasa_pack.nodes.train.config import TrainConfig  # noqa: E402
+from nasa_pack.nodes.train.loop import Trainer  # noqa: E402
 
 import model as concept_model  # noqa: E402
 import scenes  # noqa: E402

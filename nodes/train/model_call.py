@@ -28,8 +28,8 @@ import comfy.sampler_helpers
 import comfy.samplers
 from comfy.conds import CONDCrossAttn
 
-from . import unet
-from .runtime import STATE_KEY, CallState, NASAPatch
+from ..families import unet
+from ..runtime import STATE_KEY, CallState, NASAPatch
 
 
 def model_conds(entry) -> dict:

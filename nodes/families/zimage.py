@@ -43,9 +43,9 @@ import torch
 import comfy.patcher_extension
 from comfy.ldm.lumina.model import JointTransformerBlock, NextDiT
 
-from ..nasa_core import mean_negative, steer
+from ...nasa_core import mean_negative, steer
+from ..runtime import STATE_KEY
 from .joint import rows_of
-from .runtime import STATE_KEY
 
 NAME = "Z-Image / Lumina 2 (single-stream joint attention)"
 DEFAULT_SCALES = ("Z-Image is not in the paper: no tested value; start at 0.1-0.3 (the tiny test model moves as far "

@@ -1,6 +1,6 @@
 """NASA-T Train (LoRA student): the paper's NASA-T distillation (arXiv 2412.02687; SwiftBrush v2 VSD) as a node.
 The node part only: schema, prompt pairs, validation, progress and Cancel, the saved LoRA, the loss picture and the
-output MODEL; the training is ``train_loop.Trainer``. Every input is checked before the first training step, so
+output MODEL; the training is ``loop.Trainer``. Every input is checked before the first training step, so
 bad input fails at once with the offending values and the fix, and nothing is written."""
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from . import host_features, unet
-from .families import model_name
-from .train_pairs import check_pairs
+from .. import host_features
+from ..families import model_name, unet
+from .pairs import check_pairs
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def encode_prompt_pairs(text: str, clip) -> list:
 
 def read_pairs(positive: list, negative: list, text_pairs: list, width: int, model: str) -> list:
     """Entry i of positive with negative entry i (or the only negative), then ``text_pairs``; checked by the
-    Trainer's own rules (train_pairs.check_pairs), here, before anything is built."""
+    Trainer's own rules (pairs.check_pairs), here, before anything is built."""
     if positive or negative:
         if not positive or len(negative) not in (1, len(positive)):
             raise ValueError(f"{len(positive)} positive and {len(negative)} negative entries: entry i of positive "
@@ -225,7 +225,7 @@ class NASATrainLoRA(io.ComfyNode):
     def execute(cls, model, positive=None, negative=None, clip=None, prompt_pairs=None, **settings) -> io.NodeOutput:
         model, pairs, s, stem = prepare(model, positive, negative, clip, prompt_pairs, settings)
         host_features.require_trainer()  # an older ComfyUI fails here, naming what it lacks, not inside training
-        from .train_loop import TrainConfig, Trainer  # after the checks, which need no training code
+        from .loop import TrainConfig, Trainer  # after the checks, which need no training code
 
         config = TrainConfig(**{k: s[k] for k in CONFIG_KEYS}, kappa=(s["kappa_min"], s["kappa_max"]),
                              latent_size=s["resolution"] // 8)

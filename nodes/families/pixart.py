@@ -24,8 +24,8 @@ import comfy.ldm.pixart.blocks as pixart_blocks
 from comfy.ldm.pixart.blocks import MultiHeadCrossAttention
 from comfy.ldm.pixart.pixartms import PixArtMS
 
+from ..runtime import active_states, steer_states
 from .dit import install_forward, states_for
-from .runtime import active_states, steer_states
 
 NAME = "PixArt-alpha/sigma"
 DEFAULT_SCALES = "PixArt-alpha 0.5 (paper)"

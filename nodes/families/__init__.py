@@ -1,7 +1,7 @@
 """Which adapter serves a model. Each family module offers: NAME, DEFAULT_SCALES, matches(diffusion_model),
 cross_attention_layers(diffusion_model) -> {key: layer}, context_width(diffusion_model, layers) (the text width the
 negative must have), prepare_text(diffusion_model, tokens) (the model's own text path, run on the negative once per
-model call), install(patcher, patch, keys)."""
+model call), install(patcher, patch, keys). ``dit`` and ``joint`` are not families but what several share."""
 from __future__ import annotations
 
 from . import chroma, flux, flux2, ltxv, pixart, qwen_image, sd3, unet, wan, zimage

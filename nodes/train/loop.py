@@ -1,5 +1,5 @@
 """NASA-T trainer: one training clone of the user's model, two LoRA sets on it, the loop with checkpoints, resume,
-NaN stop and interrupt (paper Sec. "NASA-T"; the step itself is in ``train_step``).
+NaN stop and interrupt (paper Sec. "NASA-T"; the step itself is in ``step``).
 
 ``Trainer(patcher, pairs, config, checkpoint_dir)`` validates everything first (config, pairs, widths, model
 family, process layout) and only then builds the clone. ``run()`` trains and returns a ``TrainResult``.
@@ -19,15 +19,15 @@ import torch
 import comfy.model_base
 import comfy.model_management
 
-from . import host_features
-from . import train_checkpoint as ckpt
-from . import unet
-from .train_config import TrainConfig, TrainResult
-from .train_lora import LoraSets
-from .train_memory import install_gradient_checkpointing
-from .train_model_call import ModelCalls
-from .train_pairs import check_pairs, copy_pairs
-from .train_step import StepRunner, draw
+from .. import host_features
+from ..families import unet
+from . import checkpoint as ckpt
+from .config import TrainConfig, TrainResult
+from .lora import LoraSets
+from .memory import install_gradient_checkpointing
+from .model_call import ModelCalls
+from .pairs import check_pairs, copy_pairs
+from .step import StepRunner, draw
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Trainer:
         return list(range(self.rank, self.config.batch_size, self.world_size))
 
     def draws(self, step: int):
-        """This process's random numbers of step ``step`` (train_step.Draws)."""
+        """This process's random numbers of step ``step`` (step.Draws)."""
         return draw(self.config, step, self._indices(), len(self.pairs), self.latent_shape,
                     self.clone.get_model_object("model_sampling"))
 

@@ -21,7 +21,7 @@ from typing import List
 
 import torch
 
-from ..nasa_core import vsd
+from ...nasa_core import vsd
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _bcast(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class StepRunner:
-    """Forward and backward of one step on ``calls`` (train_model_call.ModelCalls) with ``sets`` (LoraSets).
+    """Forward and backward of one step on ``calls`` (model_call.ModelCalls) with ``sets`` (LoraSets).
 
     ``student_net`` / ``teacher_net``: the sets' modules as wrapped for their optimisers (DDP or identity); their
     forward runs a function with the set active, so DDP sees the forward whose backward it reduces."""

@@ -31,8 +31,8 @@ import torch
 from comfy.ldm.flux.math import apply_rope1
 from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
 
+from ..runtime import STATE_KEY
 from . import joint
-from .runtime import STATE_KEY
 
 log = logging.getLogger(__name__)
 

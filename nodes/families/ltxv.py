@@ -29,9 +29,9 @@ import torch
 import comfy.ldm.modules.attention as host_attention
 from comfy.ldm.lightricks.model import CrossAttention, LTXVModel
 
-from ..nasa_core import mean_negative, negative_attention, steer
+from ...nasa_core import mean_negative, negative_attention, steer
+from ..runtime import STATE_KEY
 from .dit import install_forward
-from .runtime import STATE_KEY
 
 try:
     from comfy.ldm.lightricks.av_model import LTXAVModel

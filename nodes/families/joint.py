@@ -24,8 +24,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..nasa_core import mean_negative, steer
-from .runtime import STATE_KEY
+from ...nasa_core import mean_negative, steer
+from ..runtime import STATE_KEY
 
 log = logging.getLogger(__name__)
 

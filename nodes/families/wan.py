@@ -33,8 +33,8 @@ import torch
 import comfy.ldm.wan.model as wan_model
 from comfy.ldm.wan.model import WanI2VCrossAttention, WanModel, WanT2VCrossAttention
 
+from ..runtime import STATE_KEY, steer_states
 from .dit import install_forward, states_for
-from .runtime import STATE_KEY, steer_states
 
 try:  # the autoregressive Wan caches cross-attention keys and bypasses the layer's forward
     from comfy.ldm.wan.ar_model import CausalWanModel
