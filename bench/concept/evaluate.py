@@ -160,12 +160,13 @@ def main(argv=None) -> list:
     ap.add_argument("--no-images", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precondition", type=int, default=0, help="also score N training-style captions, no negative")
+    ap.add_argument("--unet", type=Path, default=concept_model.UNET_FILE, help="the base UNet file (a probe's)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     seeds = seed_range(args.seeds)
     models = args.models.split(",")
-    patcher, encoder = concept_model.load()
+    patcher, encoder = concept_model.load(args.unet)
     nets = {"base": patcher, **{m: students.load(patcher, m) for m in models if m != "base"}}
     vae = concept_model.load_vae()
     out = None if args.no_images else args.out

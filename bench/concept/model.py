@@ -145,12 +145,12 @@ def clip_state_dict(text: dict) -> dict:
     return sd
 
 
-def save_unet(diffusion_model) -> None:
+def save_unet(diffusion_model, path: Path = UNET_FILE) -> None:
     from safetensors.torch import save_file
 
-    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in diffusion_model.state_dict().items()}
-    save_file(state, str(UNET_FILE), metadata={"what": "concept SD1.5-family UNet (bench/concept/train.py)"})
+    save_file(state, str(path), metadata={"what": "concept SD1.5-family UNet (bench/concept/train.py)"})
 
 
 def save_text(text: dict) -> None:
@@ -171,12 +171,12 @@ def write_checkpoint(path: Path, unet_file: Path = UNET_FILE) -> Path:
     return path
 
 
-def load():
-    """(ModelPatcher of the trained UNet, Encoder) from the committed weights, in process."""
+def load(unet_file: Path = UNET_FILE):
+    """(ModelPatcher of the trained UNet, Encoder) from the committed weights (or another UNet file), in process."""
     from safetensors.torch import load_file
 
     model = build_unet()
-    model.diffusion_model.load_state_dict({k: v.float() for k, v in load_file(str(UNET_FILE)).items()}, strict=True)
+    model.diffusion_model.load_state_dict({k: v.float() for k, v in load_file(str(unet_file)).items()}, strict=True)
     model.diffusion_model.eval()
     return patcher(model), Encoder(load_file(str(TEXT_FILE)))
 

@@ -1,6 +1,8 @@
 """Train the concept model's UNet (reproducible: fixed seed, step count and thread count, CPU).
 
     .host/venv/bin/python bench/concept/train.py [--steps 1000] [--batch 16] [--seed 0] [--threads 1]
+    ... train.py --init weights/concept_sd15_unet.safetensors --out /tmp/more.safetensors --steps 600
+        (a probe: the committed UNet trained further; --save-every N keeps the steps between)
 
 Data: a pool of ``--pool`` scenes (``scenes.sample_scene``) encoded once by the committed TAESD (``vae.py``) into
 the model's latent space, exactly as ComfyUI's VAEEncode would (``0.18215 * (enc / vae_scale + vae_shift)``);
@@ -78,6 +80,10 @@ def main(argv=None) -> None:
     ap.add_argument("--pool", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", type=Path, help="start from this UNet file instead of the seeded init (a probe of "
+                    "longer training; the committed UNet is the from-scratch run)")
+    ap.add_argument("--out", type=Path, default=concept_model.UNET_FILE)
+    ap.add_argument("--save-every", type=int, default=0, help="also write OUT with -<step> every N steps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -89,12 +95,16 @@ def main(argv=None) -> None:
     base = concept_model.build_unet()
     unet = base.diffusion_model
     concept_model.init_unet(unet, args.seed)
+    if args.init is not None:
+        from safetensors.torch import load_file
+
+        unet.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()}, strict=True)
     unet.requires_grad_(True).train()
     sampling = base.model_sampling
     encoder = concept_model.Encoder(concept_model.make_text())
     g = torch.Generator().manual_seed(args.seed + 1)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
-    warm = 100
+    warm = 0 if args.init is not None else 100
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
     fixed = torch.tensor(FEW_STEP_TIMESTEPS)
@@ -117,15 +127,18 @@ def main(argv=None) -> None:
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
+        if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            concept_model.save_unet(unet, args.out.with_name(f"{args.out.stem}-{step + 1}{args.out.suffix}"))
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0 or step == args.steps - 1:
             log.info("step %5d  loss %.4f  %6.1f s/step  %6.0f s", step, running,
                      (time.time() - t_loop) / (step + 1), time.time() - start)
     unet.eval().requires_grad_(False)
-    concept_model.save_unet(unet)
-    concept_model.save_text(encoder.text)
+    concept_model.save_unet(unet, args.out)
+    if args.init is None:
+        concept_model.save_text(encoder.text)
     log.info("trained %d steps x %d (seed %d) in %.0f s on %d threads -> %s", args.steps, args.batch, args.seed,
-             time.time() - start, args.threads, concept_model.UNET_FILE)
+             time.time() - start, args.threads, args.out)
 
 
 if __name__ == "__main__":
