@@ -137,8 +137,15 @@ def main(argv=None) -> int:
 
 def shrink(path: Path) -> None:
     """256 colours, no dithering: the UI's flat fills keep their look at about a third of the bytes (the README's
-    pictures ship in the registry zip, which must stay under 1 MB)."""
-    from PIL import Image
+    pictures ship in the registry zip, which must stay under 1 MB). Pillow may be missing in the Playwright venv:
+    then the PNG stays as taken and the command that shrinks it is printed."""
+    try:
+        from PIL import Image
+    except ImportError:
+        print(f"[shot] Pillow not here: shrink with .host/venv/bin/python -c \"from PIL import Image; "
+              f"Image.open('{path}').convert('RGB').quantize(256, dither=0).save('{path}', optimize=True)\"",
+              flush=True)
+        return
 
     with Image.open(path) as im:
         flat = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
