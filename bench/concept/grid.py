@@ -1,7 +1,8 @@
-"""The README's evidence picture: one row per method, for the base at 4 steps and the NASA-T student at 1 step,
-four prompt pairs (one per kind of negated concept) x four seeds each, every image through ComfyUI's sampler.
+"""The README's evidence picture: one row per method, for the base at 4 steps and the one-step students (NASA-T and
+its alpha-0 control) at 1 step, four prompt pairs (one per kind of negated concept) x four seeds each, every image
+through ComfyUI's sampler.
 
-    .host/venv/bin/python bench/concept/grid.py [--out docs/concept_grid.png] [--models base,student]
+    .host/venv/bin/python bench/concept/grid.py [--out docs/concept_grid.png] [--models base,student,student_alpha0]
 
 The pairs and seeds are fixed here (``PAIRS``, seeds 0-3, the evaluation's first seeds), not picked from results.
 """
@@ -59,13 +60,14 @@ def draw(path: Path, models=("base", "student"), zoom: int = 1) -> None:
                                  (left + j * (block + gap) + k * tile, y))
             y += tile + 2
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    # 256 colours without dithering (the README's pictures ship in the registry zip, which must stay under 1 MB)
+    canvas.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE.parent.parent / "docs" / "concept_grid.png")
-    ap.add_argument("--models", default="base,student")
+    ap.add_argument("--models", default="base,student,student_alpha0")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     draw(args.out, tuple(args.models.split(",")))
