@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     encoder = concept_model.Encoder(concept_model.make_text())
     g = torch.Generator().manual_seed(args.seed + 1)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
-    warm = 0 if args.init is not None else 100
+    warm = 1 if args.init is not None else 100  # a warm start needs no warm-up
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
     fixed = torch.tensor(FEW_STEP_TIMESTEPS)
