@@ -1,0 +1,113 @@
+"""Why the concept evidence falls short, measured: two probes of the committed base (no training, a few minutes).
+
+    .host/venv/bin/python bench/concept/probes.py samplers [--captions 48] [--unet FILE]
+    .host/venv/bin/python bench/concept/probes.py blocks
+
+``samplers``: the precondition (training-style captions, no negative; ``evaluate.precondition``'s captions and
+seeds) under other samplers and step counts. If many steps of a deterministic sampler do no better than 4 LCM
+steps, the base itself is undertrained, not held back by the step count.
+``blocks``: NASA 1 at 4 steps on the evaluation's 96 pairs (seed 0) in all blocks, in the input or the output
+block group only, and on the first step only or the later steps only (NASA Apply's ``blocks`` and window inputs).
+Each prints one JSON line per variant: rates 0-1, removed per kind of negated concept for ``blocks``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
+import host  # noqa: E402
+
+host.enter_host()
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import comfy.sample  # noqa: E402
+import evaluate  # noqa: E402
+import generate  # noqa: E402
+import model as concept_model  # noqa: E402
+import scenes  # noqa: E402
+from nasa_pack.nodes.apply import apply_nasa  # noqa: E402
+
+SAMPLERS = (("lcm", "simple", 4), ("euler", "simple", 4), ("dpmpp_2m", "karras", 4), ("euler", "normal", 20),
+            ("dpmpp_2m", "karras", 8), ("euler_ancestral", "simple", 4))
+BLOCKS = (("all", {}), ("input blocks only", {"blocks": "input"}), ("output blocks only", {"blocks": "output"}),
+          ("first step only (end_percent 0.2)", {"end_percent": 0.2}),
+          ("steps 2-4 only (start_percent 0.2)", {"start_percent": 0.2}))
+
+
+def captions(n: int, seed: int = 2024) -> list:
+    """The first ``n`` of ``evaluate.precondition``'s captions (same generator, same order)."""
+    g, out = torch.Generator().manual_seed(seed), []
+    while len(out) < n:
+        _, c = scenes.training_pair(g)
+        if c:
+            out.append(c)
+    return out
+
+
+def decode(vae, latent) -> torch.Tensor:
+    out = vae.decode(latent)
+    return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)[0]
+
+
+def samplers(patcher, encoder, vae, n: int) -> None:
+    caps = captions(n)
+    for sampler, scheduler, steps in SAMPLERS:
+        start, kept, valid, drawn = time.time(), 0, 0, collections.Counter()
+        for i, c in enumerate(caps):
+            noise = generate.noise_for([10_000 + i])
+            cond = encoder.conditioning(c)
+            lat = comfy.sample.sample(patcher, noise, steps, 1.0, sampler, scheduler, cond, encoder.conditioning(""),
+                                      torch.zeros_like(noise), seed=10_000 + i, disable_pbar=True)
+            found = scenes.detect(decode(vae, lat))
+            kept += all(scenes.has(found, a, v) for a, v in scenes.parse(c).items())
+            valid += found["valid"]
+            drawn.update(k for k in ("background", "colour", "shape", "size") if found[k] is not None)
+        print(json.dumps({"sampler": f"{sampler}/{scheduler}/{steps}", "captions": n, "kept": kept / n,
+                          "valid": valid / n, "read": {k: drawn[k] / n for k in ("background", "colour", "shape",
+                                                                                   "size")},
+                          "s": round(time.time() - start)}), flush=True)
+
+
+def blocks(patcher, encoder, vae) -> None:
+    for label, window in BLOCKS:
+        start, total, kinds = time.time(), collections.Counter(), collections.defaultdict(collections.Counter)
+        for kind, pos, neg, attr, value in evaluate.pairs():
+            model = apply_nasa(patcher, encoder.conditioning(neg), 1.0, **window)
+            noise = generate.noise_for([0])
+            lat = comfy.sample.sample(model, noise, 4, 1.0, generate.SAMPLER, generate.SCHEDULER,
+                                      encoder.conditioning(pos), encoder.conditioning(neg), torch.zeros_like(noise),
+                                      seed=0, disable_pbar=True)
+            judged = evaluate.judge(scenes.detect(decode(vae, lat)), pos, attr, value)
+            for counter in (total, kinds[kind]):
+                counter.update({k: int(v) for k, v in judged.items()} | {"n": 1})
+        print(json.dumps({"variant": label, **{k: total[k] / total["n"] for k in ("removed", "kept", "valid")},
+                          "removed_by_kind": {k: c["removed"] / c["n"] for k, c in kinds.items()},
+                          "images": total["n"], "s": round(time.time() - start)}), flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("probe", choices=("samplers", "blocks"))
+    ap.add_argument("--captions", type=int, default=48)
+    ap.add_argument("--unet", type=Path, default=concept_model.UNET_FILE)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    patcher, encoder = concept_model.load(args.unet)
+    vae = concept_model.load_vae()
+    if args.probe == "samplers":
+        samplers(patcher, encoder, vae, args.captions)
+    else:
+        blocks(patcher, encoder, vae)
+
+
+if __name__ == "__main__":
+    main()
