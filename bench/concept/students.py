@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import sys
 import tempfile
@@ -48,7 +49,9 @@ ALPHA = {"student": (0.0, 1.0), "student_alpha0": (0.0, 0.0)}
 
 
 def file_for(which: str) -> Path:
-    return concept_model.WEIGHTS / f"{which}.safetensors"
+    """The student's LoRA file: in weights/, or in $NASA_CONCEPT_STUDENT_DIR for a probe (a student trained with
+    other settings, scored by evaluate.py from there, never committed in place of the real one)."""
+    return Path(os.environ.get("NASA_CONCEPT_STUDENT_DIR", concept_model.WEIGHTS)) / f"{which}.safetensors"
 
 
 def training_pairs(n: int = N_PAIRS, seed: int = PAIR_SEED) -> list:
@@ -68,9 +71,10 @@ def training_pairs(n: int = N_PAIRS, seed: int = PAIR_SEED) -> list:
     return out
 
 
-def train(which: str, steps: int, every: int = 25) -> dict:
+def train(which: str, steps: int, every: int = 25, lr: float | None = None) -> dict:
     patcher, encoder = concept_model.load()
-    config = TrainConfig(steps=steps, alpha=ALPHA[which], checkpoint_every=10 ** 9, **SETTINGS)
+    settings = SETTINGS | ({} if lr is None else {"lr_student": lr, "lr_teacher": lr})
+    config = TrainConfig(steps=steps, alpha=ALPHA[which], checkpoint_every=10 ** 9, **settings)
     pairs = [(encoder.conditioning(p)[0], encoder.conditioning(n)[0]) for p, n in training_pairs()]
     start = time.perf_counter()
 
@@ -109,10 +113,15 @@ def main(argv=None) -> None:
     ap.add_argument("--which", choices=sorted(ALPHA), required=True)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lr", type=float, help="a probe: both learning rates (default 1e-3); write it to "
+                    "$NASA_CONCEPT_STUDENT_DIR, not weights/")
     args = ap.parse_args(argv)
+    if args.lr is not None and "NASA_CONCEPT_STUDENT_DIR" not in os.environ:
+        ap.error("--lr is a probe: set NASA_CONCEPT_STUDENT_DIR so that the committed student stays as trained")
+    file_for(args.which).parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    report = train(args.which, args.steps)
+    report = train(args.which, args.steps, lr=args.lr)
     log.info("%s: %d steps in %.0f s (%.2f steps/s) -> %s", args.which, args.steps, report["wall_s"],
              report["steps_per_s"], file_for(args.which))
 
