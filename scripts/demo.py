@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                     error = server.execution_error(entry) or {}
                     say(f"FAILED in {error.get('node_type')}: {error.get('exception_message', entry['status'])}")
                     return 1
-                imgs = [torch.from_numpy(__import__("numpy").asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                imgs = [torch.from_numpy(__import__("numpy").array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
                         .float() / 255 for p in server.images(entry)]
                 found = [scenes.detect(i) for i in imgs]
                 texts.append(f"{label}: {verdict(found, negative)}")
