@@ -63,19 +63,6 @@ ROWS = {
 MEMORY_TARGET = 1.05
 
 
-def evaluations(count: int):
-    """A sampler that evaluates the model ``count`` times at sigmas[0] (the guider's per-call set-up, a few ms on
-    the CPU, is then shared by ``count`` evaluations: the time per evaluation is the model's)."""
-    import comfy.samplers
-
-    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        sigma = sigmas[0] * torch.ones(x.shape[0], device=sigmas.device)
-        for _ in range(count):
-            out = model(x, sigma, **(extra_args or {}))
-        return out
-    return comfy.samplers.KSAMPLER(sample)
-
-
 def build(config, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """A ModelPatcher whose weights are made on ``device`` in ``dtype`` and filled there with seeded values."""
     import comfy.model_patcher
@@ -116,7 +103,7 @@ def measure_row(key: str, device: torch.device, tiny: bool, rounds: int) -> dict
     latent = torch.zeros(shape, device=device)
     sigmas = torch.tensor([float(patcher.get_model_object("model_sampling").sigma_max), 0.0], device=device)
     count = 1 if tiny else EVALUATIONS
-    sampler = evaluations(count)
+    sampler = harness.evaluations(count)
     nag = NAGuidance.execute(patcher, nag_scale=5.0, nag_alpha=0.5, nag_tau=1.5).result[0]
     columns = {"plain": (patcher, 1.0), "NASA": (apply_nasa(patcher, negative, scale), 1.0),
                "CFG": (patcher, CFG_SCALE), "NAG": (nag, 1.0)}

@@ -182,14 +182,19 @@ def force_kernel(patcher, kernel) -> None:
     patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
 
 
-def one_evaluation(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """A k-diffusion sampler function that evaluates the model once, at sigmas[0]: one denoising step's cost.
-    The sigma is a real tensor (as KSamplerX0Inpaint gets it from a real sampler), whatever ``x`` is."""
-    sigma = sigmas[0] * torch.ones(x.shape[0], device=sigmas.device)
-    return model(x, sigma, **(extra_args or {}))
+def evaluations(count: int):
+    """A ComfyUI sampler that evaluates the model ``count`` times at sigmas[0]: ``count`` denoising steps' cost
+    (on a GPU several per timed call share the guider's per-call CPU set-up). The sigma is a real tensor (as
+    KSamplerX0Inpaint gets it from a real sampler), whatever ``x`` is."""
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        sigma = sigmas[0] * torch.ones(x.shape[0], device=sigmas.device)
+        for _ in range(count):
+            out = model(x, sigma, **(extra_args or {}))
+        return out
+    return comfy.samplers.KSAMPLER(sample)
 
 
-SAMPLER = comfy.samplers.KSAMPLER(one_evaluation)
+SAMPLER = evaluations(1)  # one denoising step's cost
 
 
 def step(patcher, cfg: float, positive, negative, noise, latent, sigmas, seed: int = 0, sampler=SAMPLER):

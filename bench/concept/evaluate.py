@@ -117,17 +117,21 @@ def detector_accuracy(n: int = 1000, seed: int = 12345) -> float:
     return hits / n
 
 
-def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024) -> dict:
-    """Does the model follow its positive with no negative? ``n`` captions drawn as in training (held-out seed),
-    one image each: the fraction with every named attribute present, and with a valid scene."""
-    g = torch.Generator().manual_seed(seed)
-    captions = []
+def precondition_captions(n: int, seed: int = 2024) -> list:
+    """``n`` captions drawn as in training (a held-out seed); image ``i`` of the precondition uses seed 10000 + i."""
+    g, captions = torch.Generator().manual_seed(seed), []
     while len(captions) < n:
         _, c = scenes.training_pair(g)
         if c:
             captions.append(c)
+    return captions
+
+
+def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024) -> dict:
+    """Does the model follow its positive with no negative? ``n`` captions drawn as in training (held-out seed),
+    one image each: the fraction with every named attribute present, and with a valid scene."""
     kept = valid = 0
-    for i, caption in enumerate(captions):
+    for i, caption in enumerate(precondition_captions(n, seed)):
         img = generate.images(nets[name], encoder, vae, caption, "", "none", 0.0, steps, [10_000 + i])[0]
         found = scenes.detect(img)
         kept += all(scenes.has(found, a, v) for a, v in scenes.parse(caption).items())

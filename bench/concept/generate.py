@@ -28,8 +28,8 @@ def noise_for(seeds, shape=(4, 8, 8)) -> torch.Tensor:
     return torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def prepare(patcher, encoder, negative: str, method: str, scale: float):
-    """(model, cfg) for ``method``."""
+def prepare(patcher, encoder, negative: str, method: str, scale: float, nasa_options=None):
+    """(model, cfg) for ``method``; ``nasa_options``: NASA Apply's other inputs (blocks, window) for ``nasa``."""
     if method == "none":
         return patcher, 1.0
     if method == "cfg":
@@ -37,23 +37,24 @@ def prepare(patcher, encoder, negative: str, method: str, scale: float):
     if method == "nag":
         return NAGuidance.execute(patcher, nag_scale=float(scale), nag_alpha=NAG_ALPHA, nag_tau=NAG_TAU).result[0], 1.0
     if method == "nasa":
-        return apply_nasa(patcher, encoder.conditioning(negative), float(scale)), 1.0
+        return apply_nasa(patcher, encoder.conditioning(negative), float(scale), **(nasa_options or {})), 1.0
     raise ValueError(f"method {method!r}: choose one of {METHODS}")
 
 
 @torch.no_grad()
 def latents(patcher, encoder, positive: str, negative: str, method: str, scale: float, steps: int,
-            seeds) -> torch.Tensor:
-    model, cfg = prepare(patcher, encoder, negative, method, scale)
+            seeds, sampler: str = SAMPLER, scheduler: str = SCHEDULER, nasa_options=None) -> torch.Tensor:
+    model, cfg = prepare(patcher, encoder, negative, method, scale, nasa_options)
     noise = noise_for(seeds)
     empty = torch.zeros_like(noise)
-    return comfy.sample.sample(model, noise, steps, cfg, SAMPLER, SCHEDULER, encoder.conditioning(positive),
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, encoder.conditioning(positive),
                                encoder.conditioning(negative), empty, seed=int(seeds[0]), disable_pbar=True)
 
 
 @torch.no_grad()
 def images(patcher, encoder, vae, positive: str, negative: str, method: str, scale: float, steps: int,
-           seeds) -> torch.Tensor:
-    """(len(seeds), 3, 64, 64) in [0, 1], decoded by ComfyUI's VAE object (TAESD) as VAEDecode does."""
-    out = vae.decode(latents(patcher, encoder, positive, negative, method, scale, steps, seeds))
+           seeds, **options) -> torch.Tensor:
+    """(len(seeds), 3, 64, 64) in [0, 1], decoded by ComfyUI's VAE object (TAESD) as VAEDecode does.
+    ``options``: ``latents``' sampler, scheduler and nasa_options."""
+    out = vae.decode(latents(patcher, encoder, positive, negative, method, scale, steps, seeds, **options))
     return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)

@@ -28,12 +28,10 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-import comfy.sample  # noqa: E402
 import evaluate  # noqa: E402
 import generate  # noqa: E402
 import model as concept_model  # noqa: E402
 import scenes  # noqa: E402
-from nasa_pack.nodes.apply import apply_nasa  # noqa: E402
 
 SAMPLERS = (("lcm", "simple", 4), ("euler", "simple", 4), ("dpmpp_2m", "karras", 4), ("euler", "normal", 20),
             ("dpmpp_2m", "karras", 8), ("euler_ancestral", "simple", 4))
@@ -42,31 +40,12 @@ BLOCKS = (("all", {}), ("input blocks only", {"blocks": "input"}), ("output bloc
           ("steps 2-4 only (start_percent 0.2)", {"start_percent": 0.2}))
 
 
-def captions(n: int, seed: int = 2024) -> list:
-    """The first ``n`` of ``evaluate.precondition``'s captions (same generator, same order)."""
-    g, out = torch.Generator().manual_seed(seed), []
-    while len(out) < n:
-        _, c = scenes.training_pair(g)
-        if c:
-            out.append(c)
-    return out
-
-
-def decode(vae, latent) -> torch.Tensor:
-    out = vae.decode(latent)
-    return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)[0]
-
-
 def samplers(patcher, encoder, vae, n: int) -> None:
-    caps = captions(n)
     for sampler, scheduler, steps in SAMPLERS:
         start, kept, valid, drawn = time.time(), 0, 0, collections.Counter()
-        for i, c in enumerate(caps):
-            noise = generate.noise_for([10_000 + i])
-            cond = encoder.conditioning(c)
-            lat = comfy.sample.sample(patcher, noise, steps, 1.0, sampler, scheduler, cond, encoder.conditioning(""),
-                                      torch.zeros_like(noise), seed=10_000 + i, disable_pbar=True)
-            found = scenes.detect(decode(vae, lat))
+        for i, c in enumerate(evaluate.precondition_captions(n)):
+            found = scenes.detect(generate.images(patcher, encoder, vae, c, "", "none", 0.0, steps, [10_000 + i],
+                                                  sampler=sampler, scheduler=scheduler)[0])
             kept += all(scenes.has(found, a, v) for a, v in scenes.parse(c).items())
             valid += found["valid"]
             drawn.update(k for k in ("background", "colour", "shape", "size") if found[k] is not None)
@@ -80,12 +59,8 @@ def blocks(patcher, encoder, vae) -> None:
     for label, window in BLOCKS:
         start, total, kinds = time.time(), collections.Counter(), collections.defaultdict(collections.Counter)
         for kind, pos, neg, attr, value in evaluate.pairs():
-            model = apply_nasa(patcher, encoder.conditioning(neg), 1.0, **window)
-            noise = generate.noise_for([0])
-            lat = comfy.sample.sample(model, noise, 4, 1.0, generate.SAMPLER, generate.SCHEDULER,
-                                      encoder.conditioning(pos), encoder.conditioning(neg), torch.zeros_like(noise),
-                                      seed=0, disable_pbar=True)
-            judged = evaluate.judge(scenes.detect(decode(vae, lat)), pos, attr, value)
+            image = generate.images(patcher, encoder, vae, pos, neg, "nasa", 1.0, 4, [0], nasa_options=window)[0]
+            judged = evaluate.judge(scenes.detect(image), pos, attr, value)
             for counter in (total, kinds[kind]):
                 counter.update({k: int(v) for k, v in judged.items()} | {"n": 1})
         print(json.dumps({"variant": label, **{k: total[k] / total["n"] for k in ("removed", "kept", "valid")},
