@@ -183,9 +183,10 @@ def readme_pictures() -> set:
 
 def test_package_leaves_out_tests_ci_benchmarks_and_weights(package):
     path, names = package
+    pictures = readme_pictures()
     bad = [n for n in names if n.startswith(FORBIDDEN_DIRS) or WEIGHTS.search(n)
            or (n.startswith("scripts/") and n != "scripts/nasa_train.py")
-           or n.startswith("docs/") and n != "docs/" and n not in readme_pictures()]
+           or n.startswith("docs/") and n != "docs/" and n not in pictures]
     assert not bad, f"in the registry zip but not for users: {bad}"
     assert ".gitignore" not in names and ".comfyignore" not in names
     size = path.stat().st_size
