@@ -8,7 +8,7 @@ Method (``contrast``): ``n`` random scenes of the concept world (bench/concept/s
 concept TAESD and noised to ``sigma`` (seeded), and the concept UNet with NASA Apply (negative: the concept's word,
 scale ``scale``) makes one prediction through the NASA Attention Map node's function, cfg 1. Each scene's positive
 names everything in it except the concept ("large red circle on white"; for a colour, "large circle on white").
-The map (every group of blocks, averaged, on the 64x64 pixels) is averaged over the concept's pixels and over the
+The map (every group of blocks, averaged, on the 32x32 pixels) is averaged over the concept's pixels and over the
 rest of the image; the ratio is the mean over scenes of inside / outside. Prints one line per group and the ratio.
 
 Measured (concept UNet of commit 194f455, seed 0, 24 scenes, scale 1), ratio at sigma 0.3 / 1 / 2 / 4 / 14.6:
@@ -49,7 +49,7 @@ def new_format() -> bool:
 
 
 def concept_scenes(concept: str, n: int, seed: int):
-    """(images (n, 64, 64, 3), concept masks (n, 64, 64) bool, positives) of scenes with ``concept`` drawn."""
+    """(images (n, SIZE, SIZE, 3), concept masks (n, SIZE, SIZE) bool, positives) of scenes with ``concept`` drawn."""
     g = torch.Generator().manual_seed(seed)
     colour = concept in scenes.COLOURS
     if not colour and concept not in scenes.EXTRAS:

@@ -1,6 +1,6 @@
 """See NASA remove a negative at one step, in a real ComfyUI, on a model trained here: `bash scripts/demo.sh`.
 
-The model is the repo's concept model (bench/concept: 64x64 scenes of a coloured shape on a background with an
+The model is the repo's concept model (bench/concept: 32x32 scenes of a coloured shape on a background with an
 optional dot / cross; an SD1.5-family checkpoint that CheckpointLoaderSimple reads, and its one-step NASA-T
 student LoRA). The demo writes both into .host/demo/models, starts ComfyUI with this pack linked under
 .host/demo/custom_nodes/, and for a few prompt pairs queues the same graph three ways at one step: no negative

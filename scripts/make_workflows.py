@@ -214,7 +214,7 @@ def concept_compare() -> Graph:
     student = g.node("LoraLoaderModelOnly", (20, 170), (340, 82), [FILES["concept_lora"], 1.0],
                      {"model": (ckpt, 0)}, title="NASA-T one-step student")
     pos, neg = _encoders(g, ckpt, PROMPTS["concept_1step_compare"], slot=1)
-    latent = g.node("EmptyLatentImage", (400, 400), (340, 106), [64, 64, 1])
+    latent = g.node("EmptyLatentImage", (400, 400), (340, 106), [32, 32, 1])
     nasa = g.node("NASAApply", (860, 700), (340, 154), [s["scale"], 0.0, 1.0, ""],
                   {"model": (student, 0), "negative": (neg, 0)})
     images = []

@@ -85,8 +85,8 @@ Files (written by `bash scripts/demo.sh`, which ships them with this repository'
 or `python -c "import sys; sys.path.insert(0, 'bench/concept'); import concept_files, pathlib;
 concept_files.install(pathlib.Path('<ComfyUI>/models'))"` from the repo root):
 - models/checkpoints/nasa_concept_sd15.safetensors
-    an SD1.5-family checkpoint (320-channel UNet at 8x8 latents, CLIP-L, TAESD) trained on
-    64x64 scenes: a coloured shape (red/green/blue/yellow circle/square/triangle, small/large)
+    an SD1.5-family checkpoint (320-channel UNet at 4x4 latents, CLIP-L, TAESD) trained on
+    32x32 scenes: a coloured shape (red/green/blue/yellow circle/square/triangle, small/large)
     on a black/white/grey background, maybe with a cyan dot and a magenta cross
 - models/loras/nasa_concept_student_1step.safetensors
     its one-step NASA-T student (bench/concept/students.py)

@@ -10,6 +10,8 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from scenes import SIZE  # noqa: F401  (the scenes' pixels: the graph's latent and the picture's tiles)
+
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "weights"
 CHECKPOINT = "nasa_concept_sd15.safetensors"
@@ -51,7 +53,7 @@ def api_prompt(files: dict, positive: str, negative: str, method: str, scale: fl
     g = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files["checkpoint"]}},
          "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": positive, "clip": ["ckpt", 1]}},
          "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["ckpt", 1]}},
-         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}}}
+         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": batch}}}
     model = ["ckpt", 0]
     if student:
         g["lora"] = {"class_type": "LoraLoaderModelOnly",
@@ -73,11 +75,11 @@ def api_prompt(files: dict, positive: str, negative: str, method: str, scale: fl
     return g
 
 
-def side_by_side(rows, labels, out: Path, zoom: int = 2, per_cell: int = 4) -> None:
+def side_by_side(rows, labels, out: Path, zoom: int = 4, per_cell: int = 4) -> None:
     """One picture: a line per prompt pair, a block per method (its first ``per_cell`` images), labels on top."""
     from PIL import Image, ImageDraw
 
-    tile, gap, left, top = 64 * zoom, 12, 150, 22
+    tile, gap, left, top = SIZE * zoom, 12, 150, 22
     block = per_cell * tile
     canvas = Image.new("RGB", (left + len(labels) * (block + gap), top + len(rows) * (tile + 6)), "white")
     draw = ImageDraw.Draw(canvas)

@@ -14,6 +14,8 @@ import comfy.sample
 from comfy_extras.nodes_nag import NAGuidance
 from nasa_pack.nodes.apply import apply_nasa
 
+import scenes
+
 SAMPLER, SCHEDULER = "lcm", "simple"
 METHODS = ("none", "cfg", "nag", "nasa")
 NAG_ALPHA, NAG_TAU = 0.5, 1.5  # NAGuidance's defaults
@@ -23,7 +25,7 @@ def passes(method: str, steps: int) -> int:
     return 2 * steps if method in ("cfg", "nag") else steps
 
 
-def noise_for(seeds, shape=(4, 8, 8)) -> torch.Tensor:
+def noise_for(seeds, shape=(4, scenes.SIZE // 8, scenes.SIZE // 8)) -> torch.Tensor:
     """One noise tensor per seed, each from its own generator (a seed means the same noise in every row)."""
     return torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
@@ -54,7 +56,7 @@ def latents(patcher, encoder, positive: str, negative: str, method: str, scale: 
 @torch.no_grad()
 def images(patcher, encoder, vae, positive: str, negative: str, method: str, scale: float, steps: int,
            seeds, **options) -> torch.Tensor:
-    """(len(seeds), 3, 64, 64) in [0, 1], decoded by ComfyUI's VAE object (TAESD) as VAEDecode does.
+    """(len(seeds), 3, SIZE, SIZE) in [0, 1], decoded by ComfyUI's VAE object (TAESD) as VAEDecode does.
     ``options``: ``latents``' sampler, scheduler and nasa_options."""
     out = vae.decode(latents(patcher, encoder, positive, negative, method, scale, steps, seeds, **options))
     return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)

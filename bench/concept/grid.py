@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 import generate  # noqa: E402
 import model as concept_model  # noqa: E402
+import scenes  # noqa: E402
 import students  # noqa: E402
 
 PAIRS = (("circle", "red"), ("blue square", "dot"), ("yellow triangle", "white"), ("green circle", "large"))
@@ -31,13 +32,13 @@ ROWS = (("none", 0.0, "no negative"), ("cfg", 3.0, "CFG 3"), ("cfg", 5.0, "CFG 5
 SEEDS = (0, 1, 2, 3)
 
 
-def draw(path: Path, models=("base", "student"), zoom: int = 1) -> None:
+def draw(path: Path, models=("base", "student"), zoom: int = 2) -> None:
     from PIL import Image, ImageDraw
 
     patcher, encoder = concept_model.load()
     vae = concept_model.load_vae()
     nets = {"base": (patcher, 4), **{m: (students.load(patcher, m), 1) for m in models if m != "base"}}
-    tile, gap, left, head = 64 * zoom, 10, 96, 34
+    tile, gap, left, head = scenes.SIZE * zoom, 10, 96, 34
     block = len(SEEDS) * tile
     width = left + len(PAIRS) * (block + gap)
     height = len(models) * (head + len(ROWS) * (tile + 2))

@@ -1,8 +1,8 @@
 """The concept model: an SD1.5-family checkpoint that ComfyUI's own loaders read.
 
 - **UNet**: ComfyUI's ``comfy.supported_models.SD15`` UNet at SD1.5's widths (320 channels, 768-wide context, 8
-  heads, so ``CheckpointLoaderSimple`` / ``UNETLoader`` detect it as SD1.5) with one level at the 8x8 latent of a
-  64x64 scene: input block Res+cross-attention, middle Res+Res, output blocks Res+cross-attention twice
+  heads, so ``CheckpointLoaderSimple`` / ``UNETLoader`` detect it as SD1.5) with one level at the 4x4 latent of a
+  32x32 scene: input block Res+cross-attention, middle Res+Res, output blocks Res+cross-attention twice
   (21.0 M parameters, 42 MB in fp16). NASA Apply patches its three ``attn2`` as it patches SD1.5.
 - **Text encoder**: ComfyUI's SD1 CLIP-L (``sd1_clip``, the real CLIP BPE tokenizer) whose 12 layers add nothing
   (zero output projections, so each layer is the identity): a token's feature is ``final_layer_norm(token
@@ -30,7 +30,7 @@ TEXT_FILE = WEIGHTS / "concept_text.safetensors"
 VAE_FILE = WEIGHTS / "concept_taesd.safetensors"
 CHECKPOINT_NAME = "nasa_concept_sd15.safetensors"
 
-UNET = {"use_checkpoint": False, "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+UNET = {"use_checkpoint": False, "image_size": 4, "in_channels": 4, "out_channels": 4, "model_channels": 320,
         "num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
         "transformer_depth_middle": -1, "context_dim": 768, "use_linear_in_transformer": False, "num_heads": 8,
         "num_head_channels": -1, "legacy": False, "adm_in_channels": None, "use_temporal_attention": False,

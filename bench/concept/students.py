@@ -9,7 +9,7 @@ a negative naming one value of an attribute the caption leaves free (a colour fo
 for "red square", ...); the trainer cycles through them. Settings (``SETTINGS``): the trainer's paper defaults
 (kappa ~ U(0.5, 4), t in [20, 980], alpha ~ U(0, 1)) except what a LoRA student on a CPU needs: LoRA on attention
 + feed-forward at rank 32 (scale lora_alpha / rank = 2, the paper's 128 / 64), lr 1e-3 for both sets (the paper's
-1e-6 student lr is for full fine-tuning over many thousand steps), batch 4, latent 8x8.
+1e-6 student lr is for full fine-tuning over many thousand steps), batch 4, latent 4x4 (the 32x32 scenes).
 Each run writes weights/<which>.safetensors (LoraLoaderModelOnly format) and weights/<which>.json (config, losses).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ import scenes  # noqa: E402
 log = logging.getLogger("concept.students")
 N_PAIRS, PAIR_SEED = 512, 7
 SETTINGS = dict(batch_size=4, lr_student=1e-3, lr_teacher=1e-3, rank=32, lora_alpha=64.0, kappa=(0.5, 4.0),
-                t_range=(20, 980), seed=1, targets="attention+ff", latent_size=8)
+                t_range=(20, 980), seed=1, targets="attention+ff", latent_size=scenes.SIZE // 8)
 ALPHA = {"student": (0.0, 1.0), "student_alpha0": (0.0, 0.0)}
 
 

@@ -1,11 +1,11 @@
 """Train the concept model's UNet (reproducible: fixed seed, step count and thread count, CPU).
 
-    .host/venv/bin/python bench/concept/train.py [--steps 1000] [--batch 16] [--seed 0] [--threads 1]
+    .host/venv/bin/python bench/concept/train.py [--steps 3000] [--batch 32] [--seed 0] [--threads 2]
     ... train.py --init weights/concept_sd15_unet.safetensors --out /tmp/more.safetensors --steps 600
         (a probe: the committed UNet trained further; --save-every N keeps the steps between)
 
 Data: a pool of ``--pool`` scenes (``scenes.sample_scene``) encoded once by the committed TAESD (``vae.py``) into
-the model's latent space, exactly as ComfyUI's VAEEncode would (``0.18215 * (enc / vae_scale + vae_shift)``);
+the model's latent space (4x4x4 per 32x32 scene), exactly as ComfyUI's VAEEncode would (``0.18215 * (enc / vae_scale + vae_shift)``);
 each time a scene is drawn its caption is drawn anew (each attribute named with probability ``scenes.NAME_P``).
 Text: ``model.Encoder``, the identity-layer CLIP the checkpoint carries.
 
@@ -45,7 +45,7 @@ FEW_STEP_TIMESTEPS = (999, 749, 499, 249)
 
 @torch.no_grad()
 def encode_pool(n: int, seed: int):
-    """``n`` scenes and their model-space latents (B, 4, 8, 8), through the committed TAESD encoder."""
+    """``n`` scenes and their model-space latents (B, 4, 4, 4), through the committed TAESD encoder."""
     from safetensors.torch import load_file
 
     sd = load_file(str(concept_model.VAE_FILE))
@@ -74,12 +74,12 @@ def draw_captions(pool, idx, g) -> list:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--pool", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", type=Path, help="start from this UNet file instead of the seeded init (a probe of "
                     "longer training; the committed UNet is the from-scratch run)")
     ap.add_argument("--out", type=Path, default=concept_model.UNET_FILE)

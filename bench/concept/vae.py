@@ -2,14 +2,14 @@
 on the concept scenes. Saved with ``taesd_encoder.*`` / ``taesd_decoder.*`` keys plus ``vae_scale`` /
 ``vae_shift``, so ComfyUI's VAE loader (and a checkpoint's first_stage_model) reads it as a TAESD.
 
-    .host/venv/bin/python bench/concept/vae.py --threads 2                    # encoder + decoder, 400 steps
-    .host/venv/bin/python bench/concept/vae.py --threads 1 --decoder-steps 800  # then the decoder alone
+    .host/venv/bin/python bench/concept/vae.py --threads 2 --steps 900 --batch 16 --fg-weight 6 --edge-weight 10
 
-Both write weights/concept_taesd.safetensors. The second phase keeps the encoder (so the latent space, and the
-UNet trained on it meanwhile, stay valid) and trains the decoder further. The loss weighs shape pixels 11x: they
-are a few percent of a scene, and an unweighted decoder learned the backgrounds and blurred the shapes' colours.
-Training on 32x32 crops (aligned to the 8-pixel latent grid) costs a quarter of full scenes; the nets are fully
-convolutional, so they apply to 64x64. Latent noise (std 0.1) makes the decoder tolerate the UNet's small errors.
+writes weights/concept_taesd.safetensors and logs the round trip: the fraction of the world's 1,512 distinct
+scenes that the detector reads back exactly after encode + decode. ``--decoder-steps N`` trains the decoder alone
+further on the saved encoder (the latent space, and a UNet trained on it, stay valid). The loss weighs shape
+pixels (``--fg-weight``) and the 2-pixel band of their outlines (``--edge-weight``) up: they are a small part of a
+scene, and an unweighted decoder learns the backgrounds and blurs the shapes. Latent noise (std 0.1) makes the
+decoder tolerate the UNet's small errors.
 ``vae_scale`` / ``vae_shift`` standardise the latent: ComfyUI hands the UNet ``0.18215 * (enc / vae_scale +
 vae_shift)``, which with the values saved here is ``(enc - mean) / std`` over the training scenes.
 """
@@ -130,6 +130,20 @@ def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float
 
 
 @torch.no_grad()
+def roundtrip(enc, dec) -> float:
+    """Fraction of the world's 1,512 distinct scenes that the detector reads back exactly after encode + decode."""
+    hits, every = 0, scenes.all_scenes()
+    for start in range(0, len(every), 64):
+        chunk = every[start:start + 64]
+        recon = dec(enc(torch.stack([scenes.render(s) for s in chunk]))).clamp(0, 1)
+        for s, img in zip(chunk, recon):
+            d = scenes.detect(img)
+            hits += int(d["valid"] and all(d[a] == s[a] for a in ("size", "colour", "shape", "background"))
+                        and all(d[e] == (e in s["extras"]) for e in scenes.EXTRAS))
+    return hits / len(every)
+
+
+@torch.no_grad()
 def latent_stats(enc, seed: int, n: int = 256) -> tuple[float, float]:
     g = torch.Generator().manual_seed(seed + 1)
     z = torch.cat([enc(torch.stack([scenes.training_pair(g)[0] for _ in range(32)])) for _ in range(n // 32)])
@@ -157,6 +171,7 @@ def main(argv=None) -> None:
                     help="then train the decoder alone this many steps on the saved encoder (latents unchanged)")
     ap.add_argument("--init", type=Path, default=None, help="warm-start both nets from this TAESD file")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--extra-crops", action="store_true", help="a third of the crops centred on an extra object")
     ap.add_argument("--edge-weight", type=float, default=EDGE_WEIGHT, help="extra loss weight of outline pixels")
     ap.add_argument("--fg-weight", type=float, default=FOREGROUND_WEIGHT, help="extra loss weight of shape pixels")
@@ -174,7 +189,7 @@ def main(argv=None) -> None:
         enc, dec = build()
         for prefix, net in (("taesd_encoder.", enc), ("taesd_decoder.", dec)):
             net.load_state_dict({k.removeprefix(prefix): v.float() for k, v in sd.items() if k.startswith(prefix)})
-        enc, dec = train(args.decoder_steps, args.seed + 1, lr=args.lr, enc=enc.eval(), dec=dec,
+        enc, dec = train(args.decoder_steps, args.seed + 1, args.batch, lr=args.lr, enc=enc.eval(), dec=dec,
                          extra_crops=args.extra_crops)
         enc.requires_grad_(False)
         std = float(sd["vae_scale"]) / SD15_SCALE
@@ -188,13 +203,13 @@ def main(argv=None) -> None:
             enc, dec = build()
             for prefix, net in (("taesd_encoder.", enc), ("taesd_decoder.", dec)):
                 net.load_state_dict({k.removeprefix(prefix): v.float() for k, v in sd.items() if k.startswith(prefix)})
-        enc, dec = train(args.steps, args.seed, lr=args.lr, enc=enc, dec=dec, joint=True,
+        enc, dec = train(args.steps, args.seed, args.batch, lr=args.lr, enc=enc, dec=dec, joint=True,
                          extra_crops=args.extra_crops)
         mean, std = latent_stats(enc, args.seed)
     WEIGHTS.mkdir(exist_ok=True)
     save_file(state_dict(enc, dec, mean, std), str(VAE_FILE))
-    log.info("trained TAESD %d steps (seed %d) in %.0f s; latent mean %.3f std %.3f -> %s",
-             args.steps, args.seed, time.time() - t0, mean, std, VAE_FILE)
+    log.info("trained TAESD %d %s steps (seed %d) in %.0f s; latent mean %.3f std %.3f; round trip %.1f%% -> %s",
+             args.decoder_steps or args.steps, "decoder" if args.decoder_steps else "joint", args.seed, time.time() - t0, mean, std, 100 * roundtrip(enc, dec), VAE_FILE)
 
 
 if __name__ == "__main__":
