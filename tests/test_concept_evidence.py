@@ -46,19 +46,32 @@ def test_every_rate_follows_from_the_manifest(run):
             assert row[key] == pytest.approx(sum(v[key] for v in verdicts) / len(verdicts)), (row, key)
 
 
+COLUMNS = (("base", 4), ("student", 1), ("student_alpha0", 1))  # the README table's columns, left to right
+
+
+def method_of(label: str) -> tuple:
+    """A README row label ("no negative", "CFG 3", "NAG 5", "NASA 0.5") -> (method, scale) of results.json."""
+    if label == "no negative":
+        return "none", 0.0
+    name, scale = label.split()
+    return {"CFG": "cfg", "NAG": "nag", "NASA": "nasa"}[name], float(scale)
+
+
 def test_readme_table_shows_the_measured_rates():
-    rows = {(r["method"], r["scale"]): r for r in load("base", "results.json") if r["steps"] == 4}
+    rows = {(r["model"], r["steps"], r["method"], r["scale"]): r for run in RUNS for r in load(run, "results.json")}
     text = (REPO / "README.md").read_text()
     block = text[text.index("<!-- EVIDENCE"):text.index("<!-- /EVIDENCE -->")]
-    labels = {"no negative": [("none", 0.0)], "CFG 3 / CFG 5": [("cfg", 3.0), ("cfg", 5.0)],
-              "NAGuidance 5 (default)": [("nag", 5.0)], "NASA 0.5 / NASA 1": [("nasa", 0.5), ("nasa", 1.0)]}
-    for label, keys in labels.items():
-        line = next(ln for ln in block.splitlines() if ln.startswith(f"| {label} |"))
-        cells = [c.strip() for c in line.strip("|").split("|")][1:4]
-        for i, key in enumerate(("removed", "kept", "valid")):
-            assert cells[i] == " / ".join(f"{rows[k][key]:.0%}" for k in keys), (label, key)
+    lines = [ln for ln in block.splitlines() if ln.startswith("| ") and not ln.startswith("| method")]
+    assert len(lines) >= 6
+    for line in lines:
+        label, *cells = [c.strip() for c in line.strip("|").split("|")]
+        method, scale = method_of(label)
+        for (model, steps), cell in zip(COLUMNS, cells):
+            r = rows[(model, steps, method, scale)]
+            assert cell == " / ".join(f"{r[k]:.0%}" for k in ("removed", "kept", "valid")), (label, model)
     pre = {p["model"]: p for run in RUNS for p in load(run, "precondition.json")}
     flat = " ".join(block.split())
-    assert f"in {pre['base']['kept']:.0%} of images at 4 steps (valid scene {pre['base']['valid']:.0%};" in flat
-    assert (f"NASA-T {pre['student']['valid']:.0%}, α = 0 control {pre['student_alpha0']['valid']:.0%}"
-            in flat)
+    for model, words in (("base", "the base at 4 steps"), ("student", "the NASA-T student at 1 step"),
+                         ("student_alpha0", "its α = 0 control at 1 step")):
+        p = pre[model]
+        assert f"{words} {p['kept']:.0%} (valid scene {p['valid']:.0%})" in flat, model

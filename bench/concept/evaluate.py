@@ -17,6 +17,7 @@ found) and DIR/images/*.png; prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import sys
@@ -129,14 +130,20 @@ def precondition_captions(n: int, seed: int = 2024) -> list:
 
 def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024) -> dict:
     """Does the model follow its positive with no negative? ``n`` captions drawn as in training (held-out seed),
-    one image each: the fraction with every named attribute present, and with a valid scene."""
+    one image each: the fraction with every named attribute present, and with a valid scene; ``missed``: per
+    attribute, the fraction of the captions naming it whose image does not show it."""
     kept = valid = 0
+    named, missed = collections.Counter(), collections.Counter()
     for i, caption in enumerate(precondition_captions(n, seed)):
         img = generate.images(nets[name], encoder, vae, caption, "", "none", 0.0, steps, [10_000 + i])[0]
         found = scenes.detect(img)
-        kept += all(scenes.has(found, a, v) for a, v in scenes.parse(caption).items())
+        hits = {a: scenes.has(found, a, v) for a, v in scenes.parse(caption).items()}
+        named.update(hits.keys())  # one count per caption naming it (update(dict) would add the bools)
+        missed.update(a for a, hit in hits.items() if not hit)
+        kept += all(hits.values())
         valid += found["valid"]
-    return {"model": name, "steps": steps, "captions": n, "kept": kept / n, "valid": valid / n}
+    return {"model": name, "steps": steps, "captions": n, "kept": kept / n, "valid": valid / n,
+            "missed": {a: missed[a] / named[a] for a in sorted(named)}}
 
 
 def table(results: list) -> str:

@@ -1,4 +1,4 @@
-"""Why the concept evidence falls short, measured: two probes of the committed base (no training, a few minutes).
+"""Two probes of the committed concept base (no training): the precondition under other samplers, and where NASA acts.
 
     .host/venv/bin/python bench/concept/probes.py samplers [--captions 48] [--unet FILE]
     .host/venv/bin/python bench/concept/probes.py blocks
