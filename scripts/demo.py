@@ -36,8 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=8, help="images (seeds) per prompt pair and method")
     p.add_argument("--cfg", type=float, default=3.0, help="CFG scale of the CFG row")
     p.add_argument("--scale", type=float, default=concept_files.DEMO_SCALE, help="NASA Apply scale")
-    p.add_argument("--model", choices=("student", "base"), default="student",
-                   help="the one-step NASA-T student (1 step) or the base model (4 steps)")
+    p.add_argument("--model", choices=("student", "base"), default="base",
+                   help="the base model (4 steps; default) or its one-step NASA-T student (1 step; "
+                        "it does not draw scenes yet)")
     p.add_argument("--out", type=Path, default=None, help="side-by-side picture (default <dir>/nasa_demo.png)")
     p.add_argument("--timeout", type=float, default=300.0)
     return p.parse_args(argv)
