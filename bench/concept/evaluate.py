@@ -112,9 +112,7 @@ def detector_accuracy(n: int = 1000, seed: int = 12345) -> float:
     g, hits = torch.Generator().manual_seed(seed), 0
     for _ in range(n):
         s = scenes.sample_scene(g)
-        d = scenes.detect(scenes.render(s))
-        hits += int(d["valid"] and all(d[a] == s[a] for a in ("size", "colour", "shape", "background"))
-                    and all(d[e] == (e in s["extras"]) for e in scenes.EXTRAS))
+        hits += scenes.reads_back(scenes.detect(scenes.render(s)), s)
     return hits / n
 
 

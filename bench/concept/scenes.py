@@ -4,7 +4,8 @@ A scene is one main shape (colour x shape x size) in the centre of a plain backg
 objects (a cyan ``dot``, a magenta ``cross``) in two of the four corners. The layout follows the 8x down-sampling
 VAE's 4x4 latent grid: the shape sits in (small) or just fills (large) the central 2x2 cells, each extra object one
 corner cell. A 64x64 world with shapes anywhere (the previous model) needed sub-cell detail of its 8x8 latent:
-its VAE read shapes back in 72% of renders and its UNet, in 60 CPU-minutes, followed the prompt in 13% of images. A caption names each
+its VAE read shapes back in 72% of renders and its UNet, in 60 CPU-minutes, followed the prompt in 13% of images.
+A caption names each
 attribute with probability ``NAME_P`` and leaves the rest to chance, so "circle" is red in a quarter of the
 training images: the negative ``red`` has something to steer away from (the paper's Table 2 starts at 25%).
 
@@ -149,7 +150,8 @@ def classify(image: torch.Tensor) -> tuple[torch.Tensor, list]:
 def detect(image: torch.Tensor) -> dict:
     """What a scene image (3, H, W) in [0, 1] shows: background, colour, shape, size, extras and whether it is a
     well-formed scene (``valid``: one background, one main shape of a known kind, little off-palette or stray
-    colour). Shape from fill of the bounding box (square 1, circle ~0.79, triangle ~0.6 at these sizes), size from its extent."""
+    colour). Shape from fill of the bounding box (square 1, circle ~0.79, triangle ~0.6 at these sizes), size from
+    its extent."""
     idx, names = classify(image.float().clamp(0, 1))
     counts = {n: int((idx == i).sum()) for i, n in enumerate(names)}
     border = torch.cat([idx[0], idx[-1], idx[:, 0], idx[:, -1]])
@@ -179,6 +181,12 @@ def detect(image: torch.Tensor) -> dict:
     out["valid"] = bool(out["background"] and out["shape"] and out["size"] and off <= MAX_OFF
                         and stray <= MAX_STRAY * counts[colour])
     return out
+
+
+def reads_back(found: dict, scene: dict) -> bool:
+    """Is the detection ``found`` exactly ``scene``: valid, every attribute and every extra object as drawn?"""
+    return bool(found["valid"] and all(found[a] == scene[a] for a in ("size", "colour", "shape", "background"))
+                and all(found[e] == (e in scene["extras"]) for e in EXTRAS))
 
 
 def has(found: dict, attr: str, value) -> bool:

@@ -5,8 +5,8 @@
         (a probe: the committed UNet trained further; --save-every N keeps the steps between)
 
 Data: a pool of ``--pool`` scenes (``scenes.sample_scene``) encoded once by the committed TAESD (``vae.py``) into
-the model's latent space (4x4x4 per 32x32 scene), exactly as ComfyUI's VAEEncode would (``0.18215 * (enc / vae_scale + vae_shift)``);
-each time a scene is drawn its caption is drawn anew (each attribute named with probability ``scenes.NAME_P``).
+the model's latent space (4x4x4 per 32x32 scene), exactly as ComfyUI's VAEEncode would
+(``0.18215 * (enc / vae_scale + vae_shift)``); each time a scene is drawn its caption is drawn anew (each attribute named with probability ``scenes.NAME_P``).
 Text: ``model.Encoder``, the identity-layer CLIP the checkpoint carries.
 
 Eps prediction on ComfyUI's SD1.5 discrete schedule, what ``comfy.model_base.BaseModel`` expects: the input is

@@ -136,10 +136,7 @@ def roundtrip(enc, dec) -> float:
     for start in range(0, len(every), 64):
         chunk = every[start:start + 64]
         recon = dec(enc(torch.stack([scenes.render(s) for s in chunk]))).clamp(0, 1)
-        for s, img in zip(chunk, recon):
-            d = scenes.detect(img)
-            hits += int(d["valid"] and all(d[a] == s[a] for a in ("size", "colour", "shape", "background"))
-                        and all(d[e] == (e in s["extras"]) for e in scenes.EXTRAS))
+        hits += sum(scenes.reads_back(scenes.detect(img), s) for s, img in zip(chunk, recon))
     return hits / len(every)
 
 
@@ -209,7 +206,8 @@ def main(argv=None) -> None:
     WEIGHTS.mkdir(exist_ok=True)
     save_file(state_dict(enc, dec, mean, std), str(VAE_FILE))
     log.info("trained TAESD %d %s steps (seed %d) in %.0f s; latent mean %.3f std %.3f; round trip %.1f%% -> %s",
-             args.decoder_steps or args.steps, "decoder" if args.decoder_steps else "joint", args.seed, time.time() - t0, mean, std, 100 * roundtrip(enc, dec), VAE_FILE)
+             args.decoder_steps or args.steps, "decoder" if args.decoder_steps else "joint", args.seed,
+             time.time() - t0, mean, std, 100 * roundtrip(enc, dec), VAE_FILE)
 
 
 if __name__ == "__main__":
