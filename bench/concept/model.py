@@ -99,9 +99,10 @@ def embedding_table(text: dict) -> torch.Tensor:
     return table
 
 
-def encode_ids(text: dict, ids: torch.Tensor) -> torch.Tensor:
-    """(B, 77) token ids -> (B, 77, 768): what the identity-layer CLIP computes, final_layer_norm(embedding)."""
-    rows = embedding_table(text).float()[ids]
+def encode_ids(text: dict, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 77) token ids -> (B, 77, 768): what the identity-layer CLIP computes, final_layer_norm(embedding).
+    ``table``: ``embedding_table(text).float()`` made once by the caller (building it is 150 MB per call)."""
+    rows = (embedding_table(text).float() if table is None else table)[ids]
     return torch.nn.functional.layer_norm(rows, (WIDTH,), eps=1e-5)
 
 
@@ -112,6 +113,7 @@ class Encoder:
         import comfy.sd1_clip
 
         self.text, self.tok, self.cache = text, comfy.sd1_clip.SD1Tokenizer(), {}
+        self.table = embedding_table(text).float()
 
     def ids(self, prompt: str) -> torch.Tensor:
         if prompt not in self.cache:
@@ -120,7 +122,7 @@ class Encoder:
 
     def __call__(self, prompts) -> torch.Tensor:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        return encode_ids(self.text, torch.stack([self.ids(p) for p in prompts]))
+        return encode_ids(self.text, torch.stack([self.ids(p) for p in prompts]), self.table)
 
     def conditioning(self, prompt: str) -> list:
         return [[self(prompt), {}]]
