@@ -4,7 +4,7 @@
         [--save docs/attention_map.png]
 
 Method (``contrast``): ``n`` random scenes of the concept world (bench/concept/scenes.py) with the concept drawn
-(``dot`` / ``cross``: the object in a free corner; a colour: the main shape in that colour) are encoded with the
+(``dot`` / ``cross``: the object at its home corner; a colour: the main shape in that colour) are encoded with the
 concept TAESD and noised to ``sigma`` (seeded), and the concept UNet with NASA Apply (negative: the concept's word,
 scale ``scale``) makes one prediction through the NASA Attention Map node's function, cfg 1. Each scene's positive
 names everything in it except the concept ("large red circle on white"; for a colour, "large circle on white").
@@ -57,7 +57,7 @@ def concept_scenes(concept: str, n: int, seed: int):
     while len(images) < n:
         scene = scenes.sample_scene(g, {"colour": concept} if colour else {concept: True})
         if not colour and concept not in scene["extras"]:
-            continue  # no free corner for the object
+            continue  # (a guard: a fixed object is always drawn in this world)
         if colour:
             mask = scenes.shape_mask(scene["shape"], scenes.SIZES[scene["size"]], scene["cy"], scene["cx"])
         else:

@@ -1,6 +1,6 @@
 """Train the concept model's UNet (reproducible: fixed seed, step count and thread count, CPU).
 
-    .host/venv/bin/python bench/concept/train.py [--steps 3000] [--batch 32] [--seed 0] [--threads 2]
+    .host/venv/bin/python bench/concept/train.py [--steps 4000] [--batch 32] [--seed 0] [--threads 2]
     ... train.py --init weights/concept_sd15_unet.safetensors --out /tmp/more.safetensors --steps 600
         (a probe: the committed UNet trained further; --save-every N keeps the steps between)
 
@@ -74,7 +74,7 @@ def draw_captions(pool, idx, g) -> list:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--pool", type=int, default=4096)
