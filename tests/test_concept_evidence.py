@@ -46,7 +46,7 @@ def test_every_rate_follows_from_the_manifest(run):
             assert row[key] == pytest.approx(sum(v[key] for v in verdicts) / len(verdicts)), (row, key)
 
 
-COLUMNS = (("base", 4), ("base", 1))  # the README table's columns, left to right (then the passes)
+COLUMNS = (("base", 4), ("student", 1), ("student_alpha0", 1), ("base", 1))  # the README table's, left to right
 
 
 def method_of(label: str) -> tuple:
@@ -66,6 +66,9 @@ def test_readme_table_shows_the_measured_rates():
     for line in lines:
         label, *cells = [c.strip() for c in line.strip("|").split("|")]
         method, scale = method_of(label)
+        assert len(cells) == len(COLUMNS) + 1, line
+        passes = [rows[(model, steps, method, scale)]["passes"] for model, steps in (("base", 4), ("base", 1))]
+        assert cells[-1] == f"{passes[0]} / {passes[1]}", line
         for (model, steps), cell in zip(COLUMNS, cells):
             r = rows[(model, steps, method, scale)]
             assert cell == " / ".join(f"{r[k]:.0%}" for k in ("removed", "kept", "valid")), (label, model)

@@ -1,6 +1,7 @@
 """Merge evaluation runs and print the evidence tables (markdown) exactly as measured.
 
     python bench/concept/report.py bench/concept/results/base bench/concept/results/students > /tmp/tables.md
+    python bench/concept/report.py --readme bench/concept/results/{base,student,student_alpha0}   # README table
 
 Reads each DIR's results.json, precondition.json and meta.json (``evaluate.py`` writes them); prints the
 preconditions, the main table (all kinds together) and one table per kind of negated concept.
@@ -12,6 +13,9 @@ import sys
 from pathlib import Path
 
 KINDS = ("colour", "object", "background", "size")
+# The README table's columns, left to right: the base as a few-step model, the two students and the base at 1 step.
+README_COLUMNS = (("base", 4, "base, 4 steps"), ("student", 1, "NASA-T student, 1 step"),
+                  ("student_alpha0", 1, "α = 0 control, 1 step"), ("base", 1, "base, 1 step"))
 
 
 def label(r: dict) -> str:
@@ -29,7 +33,27 @@ def load(dirs) -> tuple[list, list, dict]:
     return rows, pre, meta
 
 
+def readme_table(rows: list) -> str:
+    """Removed / kept / valid per method (rows) and README_COLUMNS (columns), then the passes per image."""
+    by = {(r["model"], r["steps"], r["method"], r["scale"]): r for r in rows}
+    head = [c[2] for c in README_COLUMNS]
+    lines = ["| method | " + " | ".join(head) + " | model passes (4 steps / 1 step) |", "|---" * (len(head) + 2) + "|"]
+    for r in rows:
+        if (r["model"], r["steps"]) != README_COLUMNS[0][:2]:
+            continue
+        cells = []
+        for model, steps, _ in README_COLUMNS:
+            c = by.get((model, steps, r["method"], r["scale"]))
+            cells.append("" if c is None else " / ".join(f"{c[k]:.0%}" for k in ("removed", "kept", "valid")))
+        one = by.get(("base", 1, r["method"], r["scale"]), {"passes": "?"})["passes"]
+        lines.append(f"| {label(r)} | " + " | ".join(cells) + f" | {r['passes']} / {one} |")
+    return "\n".join(lines)
+
+
 def main(dirs) -> None:
+    if dirs[:1] == ["--readme"]:
+        print(readme_table(load(dirs[1:])[0]))
+        return
     rows, pre, meta = load(dirs)
     print(f"Detector on 1,000 training renders: {meta['detector_accuracy']:.1%} exact. Sampler {meta['sampler']} / "
           f"{meta['scheduler']}, seeds {meta['seeds']} per pair, {meta['pairs']} prompt pairs.\n")

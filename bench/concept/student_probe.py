@@ -1,0 +1,68 @@
+"""A short NASA-T run on the concept base that logs what diverges: the student objective, the LoRA teacher's loss
+and the student's one-step x0 (std, max |x0|), each averaged over 25 steps. Writes nothing to weights/.
+
+    OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py NAME LR_STUDENT LR_TEACHER KAPPA_MIN \
+        KAPPA_MAX STEPS [ALPHA_MAX]       # e.g. k12t4 1e-4 1e-4 1 2 500: the settings students.py uses
+
+Everything else is ``students.SETTINGS`` and ``students.training_pairs()``; 1 thread. The LoRA goes to
+/tmp/student_probe/NAME.safetensors. The probes quoted in students.py's docstring ran this on the previous base.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
+import host  # noqa: E402
+
+host.enter_host()
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import comfy.utils  # noqa: E402
+from nasa_pack.nodes.train.config import TrainConfig  # noqa: E402
+from nasa_pack.nodes.train.loop import Trainer  # noqa: E402
+
+import model as concept_model  # noqa: E402
+import students  # noqa: E402
+
+
+def main(argv) -> None:
+    name, lr_s, lr_t, kmin, kmax, steps = argv[0], *map(float, argv[1:5]), int(argv[5])
+    alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
+    torch.set_num_threads(1)
+    patcher, encoder = concept_model.load()
+    config = TrainConfig(steps=steps, alpha=alpha, checkpoint_every=10 ** 9,
+                         **(students.SETTINGS | dict(lr_student=lr_s, lr_teacher=lr_t, kappa=(kmin, kmax))))
+    pairs = [(encoder.conditioning(p)[0], encoder.conditioning(n)[0]) for p, n in students.training_pairs()]
+    stats, seen, start = {}, [], time.time()
+    with tempfile.TemporaryDirectory() as checkpoints:
+        trainer = Trainer(patcher, pairs, config, Path(checkpoints))
+        plain = trainer.runner._student_image
+
+        def student_image(self, d):  # this trainer's runner only: note the one-step x0 of each step
+            x0 = plain(d)
+            stats.update(std=float(x0.detach().std()), absmax=float(x0.detach().abs().max()))
+            return x0
+        trainer.runner._student_image = types.MethodType(student_image, trainer.runner)
+
+        def on_step(step, losses):
+            seen.append((losses["student"], losses["teacher"], stats["std"], stats["absmax"]))
+            if step % 25 == 0:
+                a = torch.tensor(seen[-25:]).mean(0).tolist()
+                print(f"{name} {step} student {a[0]:.3f} teacher {a[1]:.3f} x0std {a[2]:.3f} absmax {a[3]:.2f} "
+                      f"{time.time() - start:.0f}s", flush=True)
+        result = trainer.run(on_step=on_step, resume=False)
+    out = Path(tempfile.gettempdir()) / "student_probe"
+    out.mkdir(exist_ok=True)
+    comfy.utils.save_torch_file({k: v.half().contiguous() for k, v in result.student_lora.items()},
+                                str(out / f"{name}.safetensors"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
