@@ -4,8 +4,9 @@ on the concept scenes. Saved with ``taesd_encoder.*`` / ``taesd_decoder.*`` keys
 
     .host/venv/bin/python bench/concept/vae.py --threads 2 --steps 900 --batch 16 --fg-weight 6 --edge-weight 10
 
-writes weights/concept_taesd.safetensors and logs the round trip: the fraction of its training world's 1,512 distinct
-scenes (extras in any corner) that the detector reads back exactly after encode + decode. ``--decoder-steps N`` trains the decoder alone
+writes weights/concept_taesd.safetensors and logs the round trip: the fraction of its training world's 1,512
+distinct scenes (extras in any corner) that the detector reads back exactly after encode + decode.
+``--decoder-steps N`` trains the decoder alone
 further on the saved encoder (the latent space, and a UNet trained on it, stay valid). The loss weighs shape
 pixels (``--fg-weight``) and the 2-pixel band of their outlines (``--edge-weight``) up: they are a small part of a
 scene, and an unweighted decoder learns the backgrounds and blurs the shapes. Latent noise (std 0.1) makes the
