@@ -54,10 +54,8 @@ def concept_scenes(concept: str, n: int, seed: int):
     if not colour and concept not in scenes.EXTRAS:
         raise ValueError(f"concept {concept!r}: one of {sorted(scenes.EXTRAS)} or {sorted(scenes.COLOURS)}")
     images, masks, positives = [], [], []
-    while len(images) < n:
+    for _ in range(n):  # a pinned extra object is always drawn, at its home corner
         scene = scenes.sample_scene(g, {"colour": concept} if colour else {concept: True})
-        if not colour and concept not in scene["extras"]:
-            continue  # (a guard: a fixed object is always drawn in this world)
         if colour:
             mask = scenes.shape_mask(scene["shape"], scenes.SIZES[scene["size"]], scene["cy"], scene["cx"])
         else:

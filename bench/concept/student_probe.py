@@ -4,7 +4,7 @@ and the student's one-step x0 (std, max |x0|), each averaged over 25 steps. Writ
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py NAME LR_STUDENT LR_TEACHER KAPPA_MIN \
         KAPPA_MAX STEPS [ALPHA_MAX]       # e.g. k12t4 1e-4 1e-4 1 2 500: the settings students.py uses
 
-Everything else is ``students.SETTINGS`` and ``students.training_pairs()``; 1 thread. The LoRA goes to
+Everything else is ``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The LoRA goes to
 /tmp/student_probe/NAME.safetensors. The probes quoted in students.py's docstring ran this on the previous base.
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import comfy.utils  # noqa: E402
-from nasa_pack.nodes.train.config import TrainConfig  # noqa: E402
 from nasa_pack.nodes.train.loop import Trainer  # noqa: E402
 
 import model as concept_model  # noqa: E402
@@ -37,9 +36,8 @@ def main(argv) -> None:
     alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
     torch.set_num_threads(1)
     patcher, encoder = concept_model.load()
-    config = TrainConfig(steps=steps, alpha=alpha, checkpoint_every=10 ** 9,
-                         **(students.SETTINGS | dict(lr_student=lr_s, lr_teacher=lr_t, kappa=(kmin, kmax))))
-    pairs = [(encoder.conditioning(p)[0], encoder.conditioning(n)[0]) for p, n in students.training_pairs()]
+    config, pairs = students.config_and_pairs(encoder, steps, alpha, lr_student=lr_s, lr_teacher=lr_t,
+                                              kappa=(kmin, kmax))
     stats, seen, start = {}, [], time.time()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer = Trainer(patcher, pairs, config, Path(checkpoints))

@@ -77,11 +77,15 @@ def training_pairs(n: int = N_PAIRS, seed: int = PAIR_SEED) -> list:
     return out
 
 
+def config_and_pairs(encoder, steps: int, alpha: tuple, **overrides) -> tuple:
+    """The students' TrainConfig (``SETTINGS`` with ``overrides``) and their encoded training pairs."""
+    config = TrainConfig(steps=steps, alpha=alpha, checkpoint_every=10 ** 9, **(SETTINGS | overrides))
+    return config, [(encoder.conditioning(p)[0], encoder.conditioning(n)[0]) for p, n in training_pairs()]
+
+
 def train(which: str, steps: int, every: int = 25, lr: float | None = None) -> dict:
     patcher, encoder = concept_model.load()
-    settings = SETTINGS | ({} if lr is None else {"lr_student": lr})
-    config = TrainConfig(steps=steps, alpha=ALPHA[which], checkpoint_every=10 ** 9, **settings)
-    pairs = [(encoder.conditioning(p)[0], encoder.conditioning(n)[0]) for p, n in training_pairs()]
+    config, pairs = config_and_pairs(encoder, steps, ALPHA[which], **({} if lr is None else {"lr_student": lr}))
     start = time.perf_counter()
 
     def on_step(step, losses):
