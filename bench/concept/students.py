@@ -1,8 +1,8 @@
 """The concept model's one-step students: NASA-T (the pack's own ``nodes.train.loop.Trainer``, VSD with NASA in
 the student, alpha ~ U(0, 1)) and a control trained the same way with alpha fixed at 0.
 
-    .host/venv/bin/python bench/concept/students.py --which student        [--steps 3500] [--threads 1]
-    .host/venv/bin/python bench/concept/students.py --which student_alpha0 [--steps 3500]
+    .host/venv/bin/python bench/concept/students.py --which student        [--steps 5000] [--threads 1]
+    .host/venv/bin/python bench/concept/students.py --which student_alpha0 [--steps 5000]
 
 Training pairs (``training_pairs``): ``N_PAIRS`` captions drawn from the training distribution (seeded), each with
 a negative naming one value of an attribute the caption leaves free (a colour for "circle", "dot" or a background
@@ -121,7 +121,7 @@ def load(patcher, which: str, strength: float = 1.0):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--which", choices=sorted(ALPHA), required=True)
-    ap.add_argument("--steps", type=int, default=3500)
+    ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, help="a probe: the student's learning rate (default 1e-4); write it to "
                     "$NASA_CONCEPT_STUDENT_DIR, not weights/")

@@ -15,6 +15,6 @@ OMP_NUM_THREADS=2 $py bench/concept/train.py --threads 2 --steps 4000 --batch 32
 OMP_NUM_THREADS=1 $py bench/concept/vae.py --threads 1 --decoder-steps 600 --batch 16 --lr 1e-3 --fg-weight 6 \
   --edge-weight 10
 # the one-step students: NASA-T, and the alpha = 0 control (trained side by side, one thread each)
-OMP_NUM_THREADS=1 $py bench/concept/students.py --which student --threads 1 --steps 3500 &
-OMP_NUM_THREADS=1 $py bench/concept/students.py --which student_alpha0 --threads 1 --steps 3500
+OMP_NUM_THREADS=1 $py bench/concept/students.py --which student --threads 1 --steps 5000 &
+OMP_NUM_THREADS=1 $py bench/concept/students.py --which student_alpha0 --threads 1 --steps 5000
 wait
