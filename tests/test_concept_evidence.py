@@ -41,7 +41,8 @@ def test_every_rate_follows_from_the_manifest(run):
     assert len(groups) == len(rows) > 0
     for row in rows:
         verdicts = groups[(row["model"], row["steps"], row["method"], row["scale"])]
-        assert len(verdicts) == row["images"] == 96
+        first, last = map(int, load(run, "meta.json")["seeds"].split("-"))
+        assert len(verdicts) == row["images"] == 96 * (last - first + 1)  # every pair at every seed
         for key in ("removed", "kept", "valid"):
             assert row[key] == pytest.approx(sum(v[key] for v in verdicts) / len(verdicts)), (row, key)
 
@@ -78,3 +79,14 @@ def test_readme_table_shows_the_measured_rates():
                          ("student_alpha0", "its α = 0 control at 1 step")):
         p = pre[model]
         assert f"{words} {p['kept']:.0%} (valid scene {p['valid']:.0%})" in flat, model
+
+
+def test_unasked_extras_counts_only_images_whose_prompts_name_no_extra():
+    import report
+    found = dict(background="black", colour="red", shape="circle", size="small", valid=True)
+    manifest = [dict(model="base", steps=4, method="nasa", scale=1.0, positive=p, negative=n,
+                     found=dict(found, dot=dot, cross=cross))
+                for p, n, dot, cross in (("circle", "red", True, False), ("red circle", "white", False, False),
+                                         ("red circle", "dot", True, True), ("red circle cross", "blue", False, True))]
+    # only the first two name neither extra: one of them has a dot, neither a cross
+    assert report.unasked_extras(manifest) == {("base", 4, "nasa", 1.0): (2, 0.5, 0.0)}

@@ -1,12 +1,13 @@
 """Two probes of the committed concept base (no training): the precondition under other samplers, and where NASA acts.
 
     .host/venv/bin/python bench/concept/probes.py samplers [--captions 48] [--unet FILE]
-    .host/venv/bin/python bench/concept/probes.py blocks
+    .host/venv/bin/python bench/concept/probes.py blocks [--seeds 0-3]
 
 ``samplers``: the precondition (training-style captions, no negative; ``evaluate.precondition``'s captions and
 seeds) under other samplers and step counts. If many steps of a deterministic sampler do no better than 4 LCM
 steps, the base itself is undertrained, not held back by the step count.
-``blocks``: NASA 1 at 4 steps on the evaluation's 96 pairs (seed 0) in all blocks, in the input or the output
+``blocks``: NASA 1 at 4 steps on the evaluation's 96 pairs (seeds 0-3, the evaluation's: one seed pins
+the extra objects a pair leaves to chance) in all blocks, in the input or the output
 block group only, and on the first step only or the later steps only (NASA Apply's ``blocks`` and window inputs).
 Each prints one JSON line per variant: rates 0-1, removed per kind of negated concept for ``blocks``.
 """
@@ -55,14 +56,14 @@ def samplers(patcher, encoder, vae, n: int) -> None:
                           "s": round(time.time() - start)}), flush=True)
 
 
-def blocks(patcher, encoder, vae) -> None:
+def blocks(patcher, encoder, vae, seeds) -> None:
     for label, window in BLOCKS:
         start, total, kinds = time.time(), collections.Counter(), collections.defaultdict(collections.Counter)
         for kind, pos, neg, attr, value in evaluate.pairs():
-            image = generate.images(patcher, encoder, vae, pos, neg, "nasa", 1.0, 4, [0], nasa_options=window)[0]
-            judged = evaluate.judge(scenes.detect(image), pos, attr, value)
-            for counter in (total, kinds[kind]):
-                counter.update({k: int(v) for k, v in judged.items()} | {"n": 1})
+            for image in generate.images(patcher, encoder, vae, pos, neg, "nasa", 1.0, 4, seeds, nasa_options=window):
+                judged = evaluate.judge(scenes.detect(image), pos, attr, value)
+                for counter in (total, kinds[kind]):
+                    counter.update({k: int(v) for k, v in judged.items()} | {"n": 1})
         print(json.dumps({"variant": label, **{k: total[k] / total["n"] for k in ("removed", "kept", "valid")},
                           "removed_by_kind": {k: c["removed"] / c["n"] for k, c in kinds.items()},
                           "images": total["n"], "s": round(time.time() - start)}), flush=True)
@@ -74,6 +75,7 @@ def main(argv=None) -> None:
     ap.add_argument("--captions", type=int, default=48)
     ap.add_argument("--unet", type=Path, default=concept_model.UNET_FILE)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", default="0-3", help="blocks: noise seeds A-B of every pair")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     patcher, encoder = concept_model.load(args.unet)
@@ -81,7 +83,7 @@ def main(argv=None) -> None:
     if args.probe == "samplers":
         samplers(patcher, encoder, vae, args.captions)
     else:
-        blocks(patcher, encoder, vae)
+        blocks(patcher, encoder, vae, evaluate.seed_range(args.seeds))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python bench/concept/report.py --readme bench/concept/results/{base,student,student_alpha0}   # README table
 
 Reads each DIR's results.json, precondition.json and meta.json (``evaluate.py`` writes them); prints the
-preconditions, the main table (all kinds together) and one table per kind of negated concept.
+preconditions, the main table (all kinds together), one table per kind of negated concept and, from each DIR's
+manifest.json, how often each method draws an extra object that neither prompt names.
 """
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ def readme_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def unasked_extras(manifest: list) -> dict:
+    """(model, steps, method, scale) -> (images, fraction with a dot, fraction with a cross), over the images whose
+    positive and negative name neither extra object: what a method adds that nobody asked for."""
+    counts = {}
+    for e in manifest:
+        if any(x in f"{e['positive']} {e['negative']}".split() for x in ("dot", "cross")):
+            continue
+        c = counts.setdefault((e["model"], e["steps"], e["method"], e["scale"]), [0, 0, 0])
+        c[0] += 1
+        c[1] += bool(e["found"].get("dot"))
+        c[2] += bool(e["found"].get("cross"))
+    return {k: (n, dot / n, cross / n) for k, (n, dot, cross) in counts.items()}
+
+
 def main(dirs) -> None:
     if dirs[:1] == ["--readme"]:
         print(readme_table(load(dirs[1:])[0]))
@@ -77,6 +92,16 @@ def main(dirs) -> None:
         cells = [f"{r['by_kind'][k]['removed']:.0%} / {r['by_kind'][k]['kept']:.0%} / {r['by_kind'][k]['valid']:.0%}"
                  for k in KINDS]
         print(f"| {r['model']} | {r['steps']} | {label(r)} | " + " | ".join(cells) + " |")
+    manifest = [e for d in map(Path, dirs) if (d / "manifest.json").exists()
+                for e in json.loads((d / "manifest.json").read_text())]
+    extras = unasked_extras(manifest)
+    if extras:
+        print("\nExtra objects nobody asked for: the images whose positive and negative name neither extra.\n")
+        print("| model | steps | method | images | unasked dot | unasked cross |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            n, dot, cross = extras[(r["model"], r["steps"], r["method"], r["scale"])]
+            print(f"| {r['model']} | {r['steps']} | {label(r)} | {n} | {dot:.0%} | {cross:.0%} |")
 
 
 if __name__ == "__main__":
