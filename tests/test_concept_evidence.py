@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "concept" / "results"
 sys.path.insert(0, str(REPO / "bench" / "concept"))
 
+import report  # noqa: E402
 import scenes  # noqa: E402
 
 RUNS = ("base", "student", "student_alpha0")
@@ -34,6 +35,8 @@ def judge(entry: dict) -> dict:
 
 @pytest.mark.parametrize("run", RUNS)
 def test_every_rate_follows_from_the_manifest(run):
+    import evaluate  # its seed_range reads meta.json's "A-B" as evaluate.py's --seeds did
+    seeds = evaluate.seed_range(load(run, "meta.json")["seeds"])
     rows = load(run, "results.json")
     groups = collections.defaultdict(list)
     for entry in load(run, "manifest.json"):
@@ -41,8 +44,7 @@ def test_every_rate_follows_from_the_manifest(run):
     assert len(groups) == len(rows) > 0
     for row in rows:
         verdicts = groups[(row["model"], row["steps"], row["method"], row["scale"])]
-        first, last = map(int, load(run, "meta.json")["seeds"].split("-"))
-        assert len(verdicts) == row["images"] == 96 * (last - first + 1)  # every pair at every seed
+        assert len(verdicts) == row["images"] == 96 * len(seeds)  # every pair at every seed
         for key in ("removed", "kept", "valid"):
             assert row[key] == pytest.approx(sum(v[key] for v in verdicts) / len(verdicts)), (row, key)
 
@@ -82,11 +84,11 @@ def test_readme_table_shows_the_measured_rates():
 
 
 def test_unasked_extras_counts_only_images_whose_prompts_name_no_extra():
-    import report
     found = dict(background="black", colour="red", shape="circle", size="small", valid=True)
     manifest = [dict(model="base", steps=4, method="nasa", scale=1.0, positive=p, negative=n,
                      found=dict(found, dot=dot, cross=cross))
                 for p, n, dot, cross in (("circle", "red", True, False), ("red circle", "white", False, False),
                                          ("red circle", "dot", True, True), ("red circle cross", "blue", False, True))]
+    assert report.EXTRAS == tuple(scenes.EXTRAS)  # report.py names the world's extras without importing it
     # only the first two name neither extra: one of them has a dot, neither a cross
     assert report.unasked_extras(manifest) == {("base", 4, "nasa", 1.0): (2, 0.5, 0.0)}

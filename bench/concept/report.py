@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 KINDS = ("colour", "object", "background", "size")
+EXTRAS = ("dot", "cross")  # scenes.EXTRAS, named here so that this script runs without torch
 # The README table's columns, left to right: the base as a few-step model, the two students and the base at 1 step.
 README_COLUMNS = (("base", 4, "base, 4 steps"), ("student", 1, "NASA-T student, 1 step"),
                   ("student_alpha0", 1, "α = 0 control, 1 step"), ("base", 1, "base, 1 step"))
@@ -56,13 +57,13 @@ def unasked_extras(manifest: list) -> dict:
     positive and negative name neither extra object: what a method adds that nobody asked for."""
     counts = {}
     for e in manifest:
-        if any(x in f"{e['positive']} {e['negative']}".split() for x in ("dot", "cross")):
+        if set(EXTRAS) & set(f"{e['positive']} {e['negative']}".split()):
             continue
-        c = counts.setdefault((e["model"], e["steps"], e["method"], e["scale"]), [0, 0, 0])
+        c = counts.setdefault((e["model"], e["steps"], e["method"], e["scale"]), [0] * (1 + len(EXTRAS)))
         c[0] += 1
-        c[1] += bool(e["found"].get("dot"))
-        c[2] += bool(e["found"].get("cross"))
-    return {k: (n, dot / n, cross / n) for k, (n, dot, cross) in counts.items()}
+        for i, extra in enumerate(EXTRAS, start=1):
+            c[i] += bool(e["found"][extra])
+    return {k: (n, *(m / n for m in rest)) for k, (n, *rest) in counts.items()}
 
 
 def main(dirs) -> None:
