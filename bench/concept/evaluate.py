@@ -126,14 +126,15 @@ def precondition_captions(n: int, seed: int = 2024) -> list:
     return captions
 
 
-def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024) -> dict:
+def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024, **options) -> dict:
     """Does the model follow its positive with no negative? ``n`` captions drawn as in training (held-out seed),
     one image each: the fraction with every named attribute present, and with a valid scene; ``missed``: per
-    attribute, the fraction of the captions naming it whose image does not show it."""
+    attribute, the fraction of the captions naming it whose image does not show it. ``options``: another
+    sampler / scheduler than the evaluation's (``probes.py samplers``)."""
     kept = valid = 0
     named, missed = collections.Counter(), collections.Counter()
     for i, caption in enumerate(precondition_captions(n, seed)):
-        img = generate.images(nets[name], encoder, vae, caption, "", "none", 0.0, steps, [10_000 + i])[0]
+        img = generate.images(nets[name], encoder, vae, caption, "", "none", 0.0, steps, [10_000 + i], **options)[0]
         found = scenes.detect(img)
         hits = {a: scenes.has(found, a, v) for a, v in scenes.parse(caption).items()}
         named.update(hits.keys())  # one count per caption naming it (update(dict) would add the bools)

@@ -1,7 +1,9 @@
-"""Two probes of the committed concept base (no training): the precondition under other samplers, and where NASA acts.
+"""Probes of the committed concept model (no training): the precondition under other samplers, where NASA acts,
+and how far apart the world's attribute values lie in the VAE's latent space.
 
     .host/venv/bin/python bench/concept/probes.py samplers [--captions 48] [--unet FILE]
     .host/venv/bin/python bench/concept/probes.py blocks [--seeds 0-3]
+    .host/venv/bin/python bench/concept/probes.py margins
 
 ``samplers``: the precondition (training-style captions, no negative; ``evaluate.precondition``'s captions and
 seeds) under other samplers and step counts. If many steps of a deterministic sampler do no better than 4 LCM
@@ -9,6 +11,10 @@ steps, the base itself is undertrained, not held back by the step count.
 ``blocks``: NASA 1 at 4 steps on the evaluation's 96 pairs (seeds 0-3, the evaluation's: one seed pins
 the extra objects a pair leaves to chance) in all blocks, in the input or the output
 block group only, and on the first step only or the later steps only (NASA Apply's ``blocks`` and window inputs).
+``margins``: the L2 distance between the model-space latents (4x4x4, as VAEEncode makes them) of two scenes that
+differ in one attribute, on every other attribute's values (no extras): per pair of values, the mean and the
+minimum. An attribute whose values lie close together is one that a small UNet, and a one-step student above
+all, confuses: sampling resolves it last, in the least noise.
 Each prints one JSON line per variant: rates 0-1, removed per kind of negated concept for ``blocks``.
 """
 from __future__ import annotations
@@ -33,9 +39,11 @@ import evaluate  # noqa: E402
 import generate  # noqa: E402
 import model as concept_model  # noqa: E402
 import scenes  # noqa: E402
+import vae as concept_vae  # noqa: E402
 
-SAMPLERS = (("lcm", "simple", 4), ("euler", "simple", 4), ("dpmpp_2m", "karras", 4), ("euler", "normal", 20),
-            ("dpmpp_2m", "karras", 8), ("euler_ancestral", "simple", 4))
+SAMPLERS = (("lcm", "simple", 4), ("euler", "simple", 4), ("euler", "karras", 4), ("dpmpp_2m", "karras", 4),
+            ("lcm", "simple", 8), ("dpmpp_2m", "karras", 8), ("euler", "simple", 20), ("euler", "normal", 20),
+            ("euler_ancestral", "simple", 4))
 BLOCKS = (("all", {}), ("input blocks only", {"blocks": "input"}), ("output blocks only", {"blocks": "output"}),
           ("first step only (end_percent 0.2)", {"end_percent": 0.2}),
           ("steps 2-4 only (start_percent 0.2)", {"start_percent": 0.2}))
@@ -43,17 +51,11 @@ BLOCKS = (("all", {}), ("input blocks only", {"blocks": "input"}), ("output bloc
 
 def samplers(patcher, encoder, vae, n: int) -> None:
     for sampler, scheduler, steps in SAMPLERS:
-        start, kept, valid, drawn = time.time(), 0, 0, collections.Counter()
-        for i, c in enumerate(evaluate.precondition_captions(n)):
-            found = scenes.detect(generate.images(patcher, encoder, vae, c, "", "none", 0.0, steps, [10_000 + i],
-                                                  sampler=sampler, scheduler=scheduler)[0])
-            kept += all(scenes.has(found, a, v) for a, v in scenes.parse(c).items())
-            valid += found["valid"]
-            drawn.update(k for k in ("background", "colour", "shape", "size") if found[k] is not None)
-        print(json.dumps({"sampler": f"{sampler}/{scheduler}/{steps}", "captions": n, "kept": kept / n,
-                          "valid": valid / n, "read": {k: drawn[k] / n for k in ("background", "colour", "shape",
-                                                                                   "size")},
-                          "s": round(time.time() - start)}), flush=True)
+        start = time.time()
+        p = evaluate.precondition({"base": patcher}, encoder, vae, "base", steps, n, sampler=sampler,
+                                  scheduler=scheduler)
+        print(json.dumps({"sampler": f"{sampler}/{scheduler}/{steps}", "captions": n, "kept": p["kept"],
+                          "valid": p["valid"], "missed": p["missed"], "s": round(time.time() - start)}), flush=True)
 
 
 def blocks(patcher, encoder, vae, seeds) -> None:
@@ -69,15 +71,39 @@ def blocks(patcher, encoder, vae, seeds) -> None:
                           "images": total["n"], "s": round(time.time() - start)}), flush=True)
 
 
+@torch.no_grad()
+def margins() -> None:
+    import itertools
+
+    vae = concept_model.load_vae()
+    values = {"size": scenes.SIZES, "colour": scenes.COLOURS, "shape": scenes.SHAPES, "background": scenes.BACKGROUNDS}
+    every = [s for s in scenes.all_scenes() if not s["extras"]]
+    # ComfyUI's VAEEncode, then the SD1.5 latent format's scale: the latents the UNet sees
+    latents = concept_vae.SD15_SCALE * vae.encode(torch.stack([scenes.render(s) for s in every]).movedim(1, -1))
+    index = {tuple(s[a] for a in values): i for i, s in enumerate(every)}
+    for attr, options in values.items():
+        k = list(values).index(attr)
+        for a, b in itertools.combinations(options, 2):
+            d = []
+            for key, i in index.items():
+                if key[k] == a:
+                    other = key[:k] + (b,) + key[k + 1:]
+                    d.append(float((latents[i] - latents[index[other]]).norm()))
+            print(json.dumps({"attribute": attr, "values": [a, b], "mean": round(sum(d) / len(d), 3),
+                              "min": round(min(d), 3), "scenes": len(d)}), flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("samplers", "blocks"))
+    ap.add_argument("probe", choices=("samplers", "blocks", "margins"))
     ap.add_argument("--captions", type=int, default=48)
     ap.add_argument("--unet", type=Path, default=concept_model.UNET_FILE)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", default="0-3", help="blocks: noise seeds A-B of every pair")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.probe == "margins":
+        return margins()
     patcher, encoder = concept_model.load(args.unet)
     vae = concept_model.load_vae()
     if args.probe == "samplers":

@@ -2,13 +2,15 @@
 and the student's one-step x0 (std, max |x0|), each averaged over 25 steps. Writes nothing to weights/.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py NAME LR_STUDENT LR_TEACHER KAPPA_MIN \
-        KAPPA_MAX STEPS [ALPHA_MAX]       # e.g. k12t4 1e-4 1e-4 1 2 500: the settings students.py uses
+        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...]   # e.g. k12t4 1e-4 1e-4 1 2 500: students.py's settings
+    ... student_probe.py r128 1e-4 1e-4 1 2 1000 --set rank=128 --set lora_alpha=256.0   # another SETTINGS value
 
 Everything else is ``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The LoRA goes to
 /tmp/student_probe/NAME.safetensors. The probes quoted in students.py's docstring ran this on the previous base.
 """
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -32,12 +34,20 @@ import students  # noqa: E402
 
 
 def main(argv) -> None:
+    argv, overrides = list(argv), {}
+    while "--set" in argv:  # KEY=JSON: one of students.SETTINGS changed for this probe (rank, lora_alpha, ...)
+        i = argv.index("--set")
+        key, _, value = argv[i + 1].partition("=")
+        if key not in students.SETTINGS:
+            raise SystemExit(f"--set {key}: not one of students.SETTINGS ({sorted(students.SETTINGS)})")
+        overrides[key] = json.loads(value)
+        del argv[i:i + 2]
     name, lr_s, lr_t, kmin, kmax, steps = argv[0], *map(float, argv[1:5]), int(argv[5])
     alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
     torch.set_num_threads(1)
     patcher, encoder = concept_model.load()
-    config, pairs = students.config_and_pairs(encoder, steps, alpha, lr_student=lr_s, lr_teacher=lr_t,
-                                              kappa=(kmin, kmax))
+    config, pairs = students.config_and_pairs(encoder, steps, alpha, **(overrides | dict(
+        lr_student=lr_s, lr_teacher=lr_t, kappa=(kmin, kmax))))
     stats, seen, start = {}, [], time.time()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer = Trainer(patcher, pairs, config, Path(checkpoints))
