@@ -7,7 +7,7 @@ and how far apart the world's attribute values lie in the VAE's latent space.
 
 ``samplers``: the precondition (training-style captions, no negative; ``evaluate.precondition``'s captions and
 seeds) under other samplers and step counts. If many steps of a deterministic sampler do no better than 4 LCM
-steps, the base itself is undertrained, not held back by the step count.
+steps, the limit is the base's own conditional, not the step count.
 ``blocks``: NASA 1 at 4 steps on the evaluation's 96 pairs (seeds 0-3, the evaluation's: one seed pins
 the extra objects a pair leaves to chance) in all blocks, in the input or the output
 block group only, and on the first step only or the later steps only (NASA Apply's ``blocks`` and window inputs).
