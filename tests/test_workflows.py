@@ -4,14 +4,14 @@
   input (combo options, including the model file names, which placeholder files of the real names in the server's
   model folders make the loaders list; ranges; types), every link joins an output and an input of its type, and
   every required link input is connected. Each has a Note naming every model file it loads, and a thumbnail.
-- Execute: each is converted to API format here (widgets_values mapped to input names the way the frontend does,
-  from ``/object_info``), its model files swapped for random-weight stand-ins of the same architecture
-  (tests/standin_families.py, tests/standin_video.py) loaded by the same loader nodes, latents shrunk to 64 x 64
-  (video: 5 frames), KSampler steps cut to 1 (SDXL's detection needs its full 2.6B-parameter layout: about 15 s
-  per model call on 2 CPU cores; Wan's two KSamplerAdvanced keep their 2 + 2 steps on the tiny experts), and run
-  to a saved image (video: animated WEBP). The three SDXL workflows share one stand-in UNet, which the server's
-  cache loads once; before FLUX, Z-Image and Wan (text encoders of 4.7B, 4B and 5.7B parameters, fixed by the
-  host's configs) the server frees the models the previous workflows left loaded, so that it stays under 20 GB.
+- Execute: each is converted to API format (tests/workflow_format.py: widgets_values mapped to input names the way
+  the frontend does, from ``/object_info``), its model files swapped for random-weight stand-ins of the same
+  architecture (tests/standin_families.py, tests/standin_video.py) loaded by the same loader nodes, latents shrunk to
+  64 x 64 (video: 5 frames), KSampler steps cut to 1 (SDXL's detection needs its full 2.6B-parameter layout: about 15
+  s per model call on 2 CPU cores; Wan's two KSamplerAdvanced keep their 2 + 2 steps on the tiny experts), and run to
+  a saved image (video: animated WEBP). The three SDXL workflows share one stand-in UNet, which the server's cache
+  loads once; before FLUX, Z-Image and Wan (text encoders of 4.7B, 4B and 5.7B parameters, fixed by the host's
+  configs) the server frees the models the previous workflows left loaded, so that it stays under 20 GB.
 - Serve: ``/workflow_templates`` lists them for the pack and ``/api/workflow_templates/<pack>/`` serves the JSON
   and the thumbnail the frontend asks for (``<name>.jpg``).
 """
@@ -33,6 +33,7 @@ import host
 import standin
 import standin_families
 import standin_video
+from workflow_format import CONTROL_VALUES, FRONTEND_ONLY, check_value, to_api, widget_inputs
 
 sys.path.insert(0, str(host.REPO / "bench" / "concept"))
 import concept_files  # noqa: E402
@@ -40,9 +41,6 @@ import concept_files  # noqa: E402
 WORKFLOWS = host.REPO / "workflows"
 NAMES = ["nasa_sdxl_dmd2_4step", "nasa_sdxl_dmd2_1step", "nasa_flux_schnell_4step", "nasa_sbv2_sd21_1step",
          "nasa_sdxl_dmd2_compare", "nasa_zimage_turbo_8step", "nasa_wan22_lightx2v_4step", "nasa_concept_1step_compare"]
-FRONTEND_ONLY = {"Note", "MarkdownNote"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # the real file a workflow names -> (models/ folder it goes in, stand-in role in standin_families.FILES)
 REAL_FILES = {
     "dmd2_sdxl_4step_unet_fp16.safetensors": ("diffusion_models", "sdxl_unet"),
@@ -117,56 +115,6 @@ def served(comfy):
     concept_files.install(models)
     comfy.timings["workflow stand-ins written"] = time.perf_counter() - t0
     return files, comfy.server.object_info()
-
-
-def widget_inputs(info: dict) -> list:
-    """(name, spec, has control_after_generate) of a node's widgets, in the frontend's widgets_values order."""
-    out = []
-    for group in ("required", "optional"):
-        specs = info["input"].get(group, {})
-        for name in info.get("input_order", {}).get(group, list(specs)):
-            spec = specs[name]
-            kind = spec[0]
-            opts = spec[1] if len(spec) > 1 else {}
-            if (isinstance(kind, list) or kind in WIDGET_TYPES) and not opts.get("forceInput"):
-                out.append((name, spec, bool(opts.get("control_after_generate"))))
-    return out
-
-
-def check_value(where: str, spec: list, value) -> None:
-    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
-    if isinstance(kind, list) or kind == "COMBO":
-        options = kind if isinstance(kind, list) else opts.get("options", [])
-        assert value in options, f"{where}: {value!r} not in {options[:20]}"
-    elif kind in ("INT", "FLOAT"):
-        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {value!r}"
-        if kind == "INT":
-            assert float(value).is_integer(), f"{where}: {value!r} is not an integer"
-        assert opts.get("min", -np.inf) <= value <= opts.get("max", np.inf), f"{where}: {value} out of range"
-    elif kind == "BOOLEAN":
-        assert isinstance(value, bool), f"{where}: {value!r}"
-    else:
-        assert isinstance(value, str), f"{where}: {value!r}"
-
-
-def to_api(data: dict, infos: dict) -> dict:
-    """UI format -> API format, as the frontend's queue does it (Note nodes dropped)."""
-    links = {link[0]: link for link in data["links"]}
-    prompt = {}
-    for node in data["nodes"]:
-        if node["type"] in FRONTEND_ONLY or node.get("mode", 0) in (2, 4):
-            continue
-        values, inputs = iter(node.get("widgets_values", [])), {}
-        for name, _spec, control in widget_inputs(infos[node["type"]]):
-            inputs[name] = next(values)
-            if control:
-                next(values)
-        for slot in node["inputs"]:
-            if slot.get("link") is not None:
-                link = links[slot["link"]]
-                inputs[slot["name"]] = [str(link[1]), link[2]]
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
 
 
 @pytest.mark.parametrize("name", NAMES)
