@@ -76,13 +76,11 @@ def margins() -> None:
     import itertools
 
     vae = concept_model.load_vae()
-    values = {"size": scenes.SIZES, "colour": scenes.COLOURS, "shape": scenes.SHAPES, "background": scenes.BACKGROUNDS}
     every = [s for s in scenes.all_scenes() if not s["extras"]]
     # ComfyUI's VAEEncode, then the SD1.5 latent format's scale: the latents the UNet sees
     latents = concept_vae.SD15_SCALE * vae.encode(torch.stack([scenes.render(s) for s in every]).movedim(1, -1))
-    index = {tuple(s[a] for a in values): i for i, s in enumerate(every)}
-    for attr, options in values.items():
-        k = list(values).index(attr)
+    index = {tuple(s[a] for a in scenes.ATTRIBUTES): i for i, s in enumerate(every)}
+    for k, (attr, options) in enumerate(scenes.ATTRIBUTES.items()):
         for a, b in itertools.combinations(options, 2):
             d = []
             for key, i in index.items():

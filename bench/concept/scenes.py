@@ -34,6 +34,8 @@ CORNERS = ((4, 4), (4, 27), (27, 4), (27, 27))  # (y, x) centre pixels of the ex
 HOME = {"dot": 0, "cross": 3}  # each extra object's corner (index into CORNERS) in the UNet's world
 EXTRA_P = 0.5   # an extra object is in the image with this probability unless the caption names it
 NAME_P = 0.6    # each attribute is named with this probability
+# the main shape's attributes and their values, in the order a scene draws them
+ATTRIBUTES = {"size": SIZES, "colour": COLOURS, "shape": SHAPES, "background": BACKGROUNDS}
 VOCAB = tuple(SIZES) + tuple(COLOURS) + SHAPES + ("on",) + tuple(BACKGROUNDS) + ("with",) + tuple(EXTRAS)
 PALETTE = {**COLOURS, **BACKGROUNDS, **EXTRAS}
 
@@ -85,8 +87,7 @@ def sample_scene(g: torch.Generator, fixed: dict | None = None, any_corner: bool
     ``any_corner``: the VAE's wider training world, each extra object in a random free corner (the committed
     TAESD was trained on it; the stream of draws is the one it was trained with)."""
     fixed = fixed or {}
-    s = {k: fixed.get(k) or _choice(g, opts) for k, opts in
-         (("size", SIZES), ("colour", COLOURS), ("shape", SHAPES), ("background", BACKGROUNDS))}
+    s = {k: fixed.get(k) or _choice(g, opts) for k, opts in ATTRIBUTES.items()}
     s["cy"] = s["cx"] = CENTRE
     free = list(range(len(CORNERS)))
     s["extras"] = {}
@@ -133,7 +134,7 @@ def parse(prompt: str) -> dict:
     """Caption words -> the attributes they name: {"colour": "red", "dot": True, ...}."""
     out = {}
     for w in prompt.split():
-        for attr, names in (("size", SIZES), ("colour", COLOURS), ("shape", SHAPES), ("background", BACKGROUNDS)):
+        for attr, names in ATTRIBUTES.items():
             if w in names:
                 out[attr] = w
         if w in EXTRAS:

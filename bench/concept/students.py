@@ -70,7 +70,7 @@ def training_pairs(n: int = N_PAIRS, seed: int = PAIR_SEED) -> list:
         positive = scenes.caption(scene, named)
         free = [a for a, on in named.items() if not on and a != "shape"] + list(scenes.EXTRAS)
         attr = free[int(torch.randint(len(free), (1,), generator=g))]
-        options = {"size": scenes.SIZES, "colour": scenes.COLOURS, "background": scenes.BACKGROUNDS}.get(attr)
+        options = scenes.ATTRIBUTES.get(attr)  # None for an extra object (shape is never left free here)
         negative = attr if options is None else list(options)[int(torch.randint(len(options), (1,), generator=g))]
         if positive:
             out.append((positive, negative))
