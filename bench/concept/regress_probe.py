@@ -15,7 +15,6 @@ weights/: the LoRA goes to $TMPDIR/student_probe/NAME.safetensors.
 """
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -32,11 +31,11 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import comfy.samplers  # noqa: E402
-import comfy.utils  # noqa: E402
 from nasa_pack.nasa_core import vsd  # noqa: E402
 from nasa_pack.nodes.train.loop import Trainer  # noqa: E402
 
 import model as concept_model  # noqa: E402
+import student_probe  # noqa: E402
 import students  # noqa: E402
 
 
@@ -53,14 +52,7 @@ def euler_target(runner, z: torch.Tensor, rows, sigmas: torch.Tensor, kappa: flo
 
 
 def main(argv) -> None:
-    argv, overrides = list(argv), {}
-    while "--set" in argv:
-        i = argv.index("--set")
-        key, _, value = argv[i + 1].partition("=")
-        if key not in students.SETTINGS:
-            raise SystemExit(f"--set {key}: not one of students.SETTINGS ({sorted(students.SETTINGS)})")
-        overrides[key] = json.loads(value)
-        del argv[i:i + 2]
+    argv, overrides = student_probe.parse_sets(argv)
     name, w_vsd, w_reg, n_euler, steps = argv[0], float(argv[1]), float(argv[2]), int(argv[3]), int(argv[4])
     alpha = (0.0, float(argv[5]) if len(argv) > 5 else 1.0)
     torch.set_num_threads(1)
@@ -91,10 +83,7 @@ def main(argv) -> None:
                 print(f"{name} {step} vsd {a[0]:.3f} reg {a[1]:.3f} teacher {float(losses['teacher']):.3f} "
                       f"{time.time() - start:.0f}s", flush=True)
         result = trainer.run(on_step=on_step, resume=False)
-    out = Path(tempfile.gettempdir()) / "student_probe"
-    out.mkdir(exist_ok=True)
-    comfy.utils.save_torch_file({k: v.half().contiguous() for k, v in result.student_lora.items()},
-                                str(out / f"{name}.safetensors"))
+    student_probe.save_student(name, result)
 
 
 if __name__ == "__main__":

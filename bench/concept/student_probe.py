@@ -33,15 +33,30 @@ import model as concept_model  # noqa: E402
 import students  # noqa: E402
 
 
-def main(argv) -> None:
+def parse_sets(argv) -> tuple:
+    """(the other arguments, {key: value}) from ``--set KEY=JSON``: one of students.SETTINGS changed for this probe
+    (rank, lora_alpha, ...)."""
     argv, overrides = list(argv), {}
-    while "--set" in argv:  # KEY=JSON: one of students.SETTINGS changed for this probe (rank, lora_alpha, ...)
+    while "--set" in argv:
         i = argv.index("--set")
         key, _, value = argv[i + 1].partition("=")
         if key not in students.SETTINGS:
             raise SystemExit(f"--set {key}: not one of students.SETTINGS ({sorted(students.SETTINGS)})")
         overrides[key] = json.loads(value)
         del argv[i:i + 2]
+    return argv, overrides
+
+
+def save_student(name: str, result) -> None:
+    """The trained student's LoRA (fp16) as $TMPDIR/student_probe/NAME.safetensors."""
+    out = Path(tempfile.gettempdir()) / "student_probe"
+    out.mkdir(exist_ok=True)
+    comfy.utils.save_torch_file({k: v.half().contiguous() for k, v in result.student_lora.items()},
+                                str(out / f"{name}.safetensors"))
+
+
+def main(argv) -> None:
+    argv, overrides = parse_sets(argv)
     name, lr_s, lr_t, kmin, kmax, steps = argv[0], *map(float, argv[1:5]), int(argv[5])
     alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
     torch.set_num_threads(1)
@@ -66,10 +81,7 @@ def main(argv) -> None:
                 print(f"{name} {step} student {a[0]:.3f} teacher {a[1]:.3f} x0std {a[2]:.3f} absmax {a[3]:.2f} "
                       f"{time.time() - start:.0f}s", flush=True)
         result = trainer.run(on_step=on_step, resume=False)
-    out = Path(tempfile.gettempdir()) / "student_probe"
-    out.mkdir(exist_ok=True)
-    comfy.utils.save_torch_file({k: v.half().contiguous() for k, v in result.student_lora.items()},
-                                str(out / f"{name}.safetensors"))
+    save_student(name, result)
 
 
 if __name__ == "__main__":
