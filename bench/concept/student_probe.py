@@ -2,10 +2,10 @@
 and the student's one-step x0 (std, max |x0|), each averaged over 25 steps. Writes nothing to weights/.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py NAME LR_STUDENT LR_TEACHER KAPPA_MIN \
-        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...]   # e.g. k12t4 1e-4 1e-4 1 2 500: students.py's settings
+        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR]   # e.g. k12t4 1e-4 1e-4 1 2 500: students.py's settings
     ... student_probe.py r128 1e-4 1e-4 1 2 1000 --set rank=128 --set lora_alpha=256.0   # another SETTINGS value
 
-Everything else is ``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The LoRA goes to
+``--full LR``: the student fully fine-tuned at LR instead of a LoRA (``full_student.py``). Everything else is ``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The LoRA goes to
 /tmp/student_probe/NAME.safetensors. The probes quoted in students.py's docstring ran this on the previous base.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch  # noqa: E402
 import comfy.utils  # noqa: E402
 from nasa_pack.nodes.train.loop import Trainer  # noqa: E402
 
+import full_student  # noqa: E402
 import model as concept_model  # noqa: E402
 import students  # noqa: E402
 
@@ -57,6 +58,7 @@ def save_student(name: str, result) -> None:
 
 def main(argv) -> None:
     argv, overrides = parse_sets(argv)
+    argv, full_lr = full_student.parse(argv)
     name, lr_s, lr_t, kmin, kmax, steps = argv[0], *map(float, argv[1:5]), int(argv[5])
     alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
     torch.set_num_threads(1)
@@ -66,6 +68,8 @@ def main(argv) -> None:
     stats, seen, start = {}, [], time.time()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer = Trainer(patcher, pairs, config, Path(checkpoints))
+        if full_lr is not None:
+            print(f"{name}: full student, {full_student.make_full(trainer, full_lr)} parameters", flush=True)
         plain = trainer.runner._student_image
 
         def student_image(self, d):  # this trainer's runner only: note the one-step x0 of each step
@@ -81,7 +85,7 @@ def main(argv) -> None:
                 print(f"{name} {step} student {a[0]:.3f} teacher {a[1]:.3f} x0std {a[2]:.3f} absmax {a[3]:.2f} "
                       f"{time.time() - start:.0f}s", flush=True)
         result = trainer.run(on_step=on_step, resume=False)
-    save_student(name, result)
+    full_student.save(name, trainer) if full_lr is not None else save_student(name, result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""A probe of the issue's fallback: NASA-T with the student FULLY fine-tuned (the paper's, after SwiftBrush v2),
+not a LoRA. Does the one-step student get past the LoRA students' ~73% when every weight may move?
+
+``make_full(trainer, lr)`` turns a built ``Trainer``'s student set into a full weight delta ``D`` (zero at the
+start) on every Conv2d and Linear of the UNet: a patched layer computes ``layer(x) + op(x, D)`` with the layer's
+own stride / padding, which is exactly the layer with weight ``W + D`` (biases and norms stay the base's). The
+LoRA teacher stays a LoRA (the paper's). It reuses the pack's own per-layer patch (``lora._lora_forward`` through
+owned object patches on the training clone), so the Trainer, its step, NaN stop and switching are unchanged.
+``save(name, trainer)`` writes the delta as ComfyUI ``.diff`` keys, which ``LoraLoaderModelOnly`` (so
+``students.load`` and ``evaluate.py``) applies as ``W + D``; 21 M parameters, 42 MB in fp16: over the issue's
+50 MB budget beside the 42 MB base, so this is a probe, never committed in place of the LoRA students.
+
+    OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py full 1e-4 1e-4 1 2 1000 --full 2e-5
+    OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/regress_probe.py fullreg 0 1 8 1000 0 --full 2e-5
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import comfy.utils
+from nasa_pack.nodes.train import lora
+
+
+class FullDelta(torch.nn.Module):
+    """A full weight delta for one Conv2d / Linear, with the attribute and ``h`` that ``lora._lora_forward`` uses
+    (``lora_down.weight`` names the delta's device and dtype)."""
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.lora_down, self.lora_up = torch.nn.Module(), torch.nn.Module()
+        self.lora_up.register_buffer("weight", torch.zeros(0))  # read (empty) by the trainer's own checkpoint
+        self.lora_down.weight = torch.nn.Parameter(torch.zeros(layer.weight.shape, dtype=torch.float32,
+                                                               device=layer.weight.device))
+        if isinstance(layer, torch.nn.Conv2d):
+            self.op = functools.partial(F.conv2d, stride=layer.stride, padding=layer.padding,
+                                        dilation=layer.dilation, groups=layer.groups)
+        else:
+            self.op = F.linear
+
+    def h(self, x, out):
+        return self.op(x, self.lora_down.weight)
+
+
+def parse(argv) -> tuple:
+    """(the other arguments, the student lr of ``--full LR`` or None)."""
+    argv = list(argv)
+    if "--full" not in argv:
+        return argv, None
+    i = argv.index("--full")
+    lr = float(argv[i + 1])
+    del argv[i:i + 2]
+    return argv, lr
+
+
+def make_full(trainer, lr: float) -> int:
+    """Replace ``trainer``'s student LoRA set by full deltas on every Conv2d / Linear; a new AdamW at ``lr`` for
+    them. Call before ``trainer.run``. Returns the number of trainable student parameters."""
+    sets, clone = trainer.sets, trainer.clone
+    dm = clone.get_model_object("diffusion_model")
+    deltas = []
+    for path, layer in dm.named_modules():
+        if not isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            continue
+        delta = FullDelta(layer)
+        deltas.append(delta)
+        if path in sets._adapters:  # a LoRA target: its student adapter becomes the delta, the teacher stays
+            sets._adapters[path]["student"] = delta
+            continue
+        key = f"diffusion_model.{path}.forward"
+        clone.add_object_patch(key, functools.partial(lora._lora_forward, layer, clone.object_patches.get(key),
+                                                      {"student": delta}, sets._active))
+        sets._adapters[path] = {"student": delta}
+    sets._modules["student"].adapters = torch.nn.ModuleList(deltas)
+    trainer.nets["student"] = trainer.runner.student_net = sets._modules["student"]
+    params = [d.lora_down.weight for d in deltas]
+    trainer.optimizers["student"] = torch.optim.AdamW(params, lr=lr)
+    return sum(p.numel() for p in params)
+
+
+def save(name: str, trainer) -> Path:
+    """The student's deltas as ``diffusion_model.<path>.diff`` (fp16) in $TMPDIR/student_probe/NAME.safetensors."""
+    out = Path(tempfile.gettempdir()) / "student_probe"
+    out.mkdir(exist_ok=True)
+    sd = {f"diffusion_model.{path}.diff": adapters["student"].lora_down.weight.detach().half().cpu().contiguous()
+          for path, adapters in trainer.sets._adapters.items() if isinstance(adapters.get("student"), FullDelta)}
+    comfy.utils.save_torch_file(sd, str(out / f"{name}.safetensors"))
+    return out / f"{name}.safetensors"
