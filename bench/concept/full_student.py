@@ -7,8 +7,9 @@ own stride / padding, which is exactly the layer with weight ``W + D`` (biases a
 LoRA teacher stays a LoRA (the paper's). It reuses the pack's own per-layer patch (``lora._lora_forward`` through
 owned object patches on the training clone), so the Trainer, its step, NaN stop and switching are unchanged.
 ``save(name, trainer)`` writes the delta as ComfyUI ``.diff`` keys, which ``LoraLoaderModelOnly`` (so
-``students.load`` and ``evaluate.py``) applies as ``W + D``; 21 M parameters, 42 MB in fp16: over the issue's
-50 MB budget beside the 42 MB base, so this is a probe, never committed in place of the LoRA students.
+``students.load`` and ``evaluate.py``) applies as ``W + D``; 21 M parameters, 42 MB in fp16, over the issue's
+50 MB budget beside the 42 MB base (``extract_student.py`` makes it a rank-R LoRA that fits). A probe: the
+measured students are in docs/evidence.md ("A fully fine-tuned student"), none committed in place of the LoRA ones.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py full 1e-4 1e-4 1 2 1000 --full 2e-5
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/regress_probe.py fullreg 0 1 8 1000 0 --full 2e-5
