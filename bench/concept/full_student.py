@@ -6,7 +6,7 @@ start) on every Conv2d and Linear of the UNet: a patched layer computes ``layer(
 own stride / padding, which is exactly the layer with weight ``W + D`` (biases and norms stay the base's). The
 LoRA teacher stays a LoRA (the paper's). It reuses the pack's own per-layer patch (``lora._lora_forward`` through
 owned object patches on the training clone), so the Trainer, its step, NaN stop and switching are unchanged.
-``save(name, trainer)`` writes the delta as ComfyUI ``.diff`` keys, which ``LoraLoaderModelOnly`` (so
+``state_dict(trainer)`` is the delta as ComfyUI ``.diff`` keys, which ``LoraLoaderModelOnly`` (so
 ``students.load`` and ``evaluate.py``) applies as ``W + D``; 21 M parameters, 42 MB in fp16, over the issue's
 50 MB budget beside the 42 MB base (``extract_student.py`` makes it a rank-R LoRA that fits). A probe: the
 measured students are in docs/evidence.md ("A fully fine-tuned student"), none committed in place of the LoRA ones.
@@ -17,13 +17,10 @@ measured students are in docs/evidence.md ("A fully fine-tuned student"), none c
 from __future__ import annotations
 
 import functools
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import comfy.utils
 from nasa_pack.nodes.train import lora
 
 
@@ -83,11 +80,8 @@ def make_full(trainer, lr: float) -> int:
     return sum(p.numel() for p in params)
 
 
-def save(name: str, trainer) -> Path:
-    """The student's deltas as ``diffusion_model.<path>.diff`` (fp16) in $TMPDIR/student_probe/NAME.safetensors."""
-    out = Path(tempfile.gettempdir()) / "student_probe"
-    out.mkdir(exist_ok=True)
-    sd = {f"diffusion_model.{path}.diff": adapters["student"].lora_down.weight.detach().half().cpu().contiguous()
-          for path, adapters in trainer.sets._adapters.items() if isinstance(adapters.get("student"), FullDelta)}
-    comfy.utils.save_torch_file(sd, str(out / f"{name}.safetensors"))
-    return out / f"{name}.safetensors"
+def state_dict(trainer) -> dict:
+    """The student's deltas as ``diffusion_model.<path>.diff`` (float32, CPU): ComfyUI's full-difference LoRA
+    keys, for ``student_probe.save_student``."""
+    return {f"diffusion_model.{path}.diff": adapters["student"].lora_down.weight.detach().float().cpu()
+            for path, adapters in trainer.sets._adapters.items() if isinstance(adapters.get("student"), FullDelta)}

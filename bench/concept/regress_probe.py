@@ -87,7 +87,7 @@ def main(argv) -> None:
                 print(f"{name} {step} vsd {a[0]:.3f} reg {a[1]:.3f} teacher {float(losses['teacher']):.3f} "
                       f"{time.time() - start:.0f}s", flush=True)
         result = trainer.run(on_step=on_step, resume=False)
-    full_student.save(name, trainer) if full_lr is not None else student_probe.save_student(name, result)
+    student_probe.save_student(name, full_student.state_dict(trainer) if full_lr is not None else result.student_lora)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 and the student's one-step x0 (std, max |x0|), each averaged over 25 steps. Writes nothing to weights/.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py NAME LR_STUDENT LR_TEACHER KAPPA_MIN \
-        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR]   # e.g. k12t4 1e-4 1e-4 1 2 500: students.py's settings
+        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR]
+    ... student_probe.py k12t4 1e-4 1e-4 1 2 500                              # students.py's settings
     ... student_probe.py r128 1e-4 1e-4 1 2 1000 --set rank=128 --set lora_alpha=256.0   # another SETTINGS value
 
-``--full LR``: the student fully fine-tuned at LR instead of a LoRA (``full_student.py``). Everything else is ``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The LoRA goes to
+``--full LR``: the student fully fine-tuned at LR instead of a LoRA (``full_student.py``). Everything else is
+``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The student goes to
 /tmp/student_probe/NAME.safetensors. The probes quoted in students.py's docstring ran this on the previous base.
 """
 from __future__ import annotations
@@ -48,12 +50,14 @@ def parse_sets(argv) -> tuple:
     return argv, overrides
 
 
-def save_student(name: str, result) -> None:
-    """The trained student's LoRA (fp16) as $TMPDIR/student_probe/NAME.safetensors."""
+def save_student(name: str, state_dict: dict) -> Path:
+    """A trained student (its LoRA, or ``full_student.state_dict``'s deltas) in fp16 as
+    $TMPDIR/student_probe/NAME.safetensors."""
     out = Path(tempfile.gettempdir()) / "student_probe"
     out.mkdir(exist_ok=True)
-    comfy.utils.save_torch_file({k: v.half().contiguous() for k, v in result.student_lora.items()},
+    comfy.utils.save_torch_file({k: v.half().contiguous() for k, v in state_dict.items()},
                                 str(out / f"{name}.safetensors"))
+    return out / f"{name}.safetensors"
 
 
 def main(argv) -> None:
@@ -85,7 +89,7 @@ def main(argv) -> None:
                 print(f"{name} {step} student {a[0]:.3f} teacher {a[1]:.3f} x0std {a[2]:.3f} absmax {a[3]:.2f} "
                       f"{time.time() - start:.0f}s", flush=True)
         result = trainer.run(on_step=on_step, resume=False)
-    full_student.save(name, trainer) if full_lr is not None else save_student(name, result)
+    save_student(name, full_student.state_dict(trainer) if full_lr is not None else result.student_lora)
 
 
 if __name__ == "__main__":
