@@ -129,3 +129,24 @@ def test_fast_evaluation_rates_follow_from_the_manifest(tmp_path):
         assert row[key] == pytest.approx(sum(recount) / len(recount))
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["detector_accuracy"] == 1.0
+
+
+def test_vae_separation_term_pairs_scenes_one_attribute_apart():
+    import vae as concept_vae
+
+    g = torch.Generator().manual_seed(4)
+    for _ in range(50):
+        s = scenes.sample_scene(g)
+        t = concept_vae.twin(g, s)
+        changed = [a for a in scenes.ATTRIBUTES if s[a] != t[a]]
+        assert len(changed) == 1 and t[changed[0]] in scenes.ATTRIBUTES[changed[0]], (s, t)
+        assert {k: v for k, v in s.items() if k not in scenes.ATTRIBUTES} == \
+            {k: v for k, v in t.items() if k not in scenes.ATTRIBUTES}
+    z = torch.randn(6, 4, 4, 4, generator=g)
+    z_twin = z + 0.3 * torch.randn(6, 4, 4, 4, generator=g)
+    d = (z - z_twin).flatten(1).norm(dim=1) / z.std()  # by hand: distances in units of the batch's latent std
+    want = torch.clamp(3.0 - d, min=0).pow(2).mean()
+    assert concept_vae.separation(z, z_twin, 3.0).item() == pytest.approx(want.item(), rel=1e-6) and want > 0.1
+    # scaling the latent up does not satisfy it; pairs already farther apart than the margin cost nothing
+    assert concept_vae.separation(10 * z, 10 * z_twin, 3.0).item() == pytest.approx(want.item(), rel=1e-5)
+    assert concept_vae.separation(z, -z, 3.0).item() == 0.0

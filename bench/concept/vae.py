@@ -63,15 +63,26 @@ def init(*nets, seed: int) -> None:
                 torch.nn.init.zeros_(m.conv[-1].weight)
 
 
-def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def twin(g: torch.Generator, scene: dict) -> dict:
+    """``scene`` with one attribute (size, colour, shape or background, drawn uniformly) set to another value."""
+    attr = list(ATTRIBUTES)[int(torch.randint(len(ATTRIBUTES), (1,), generator=g))]
+    others = [v for v in ATTRIBUTES[attr] if v != scene[attr]]
+    return {**scene, attr: others[int(torch.randint(len(others), (1,), generator=g))]}
+
+
+def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False,
+          twins: bool = False) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` crops (aligned to the latent grid; every other one holds the main shape, or with ``extra_crops``
     a third the main shape and a third an extra object) and their loss weights: 1 on the background,
-    1 + FOREGROUND_WEIGHT on shapes, which cover only a few percent of a scene."""
-    out, weights = [], []
+    1 + FOREGROUND_WEIGHT on shapes, which cover only a few percent of a scene. ``twins`` (whole scenes only):
+    also each scene's ``twin`` (one attribute changed), for the separation term."""
+    out, weights, pairs = [], [], []
     top = (scenes.SIZE - crop) // 8
     for k in range(n):
         scene = scenes.sample_scene(g, any_corner=True)  # the wider world: extras in any corner
         img = scenes.render(scene)
+        if twins:
+            pairs.append(scenes.render(twin(g, scene)))
         centre = None
         if (k % 3 == 1) if extra_crops else (k % 2 == 1):
             centre = (scene["cy"], scene["cx"])
@@ -91,17 +102,34 @@ def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False) -> t
         w = 1 + FOREGROUND_WEIGHT * fg + EDGE_WEIGHT * (grown - shrunk)
         out.append(img[:, y:y + crop, x:x + crop])
         weights.append(w[:, y:y + crop, x:x + crop])
+    if twins:
+        return torch.stack(out), torch.stack(weights), torch.stack(pairs)
     return torch.stack(out), torch.stack(weights)
+
+
+def separation(z: torch.Tensor, z_twin: torch.Tensor, margin: float) -> torch.Tensor:
+    """Squared hinge on the distance of each scene's latent from its twin's, in units of the batch's latent std
+    (the units of the standardised latent the UNet sees, so scaling the latent up cannot satisfy it): a
+    reconstruction loss alone leaves some attributes almost on top of each other (small circle vs small square
+    0.49 apart in the committed TAESD, colours >= 2), and the UNet, a one-step student above all, confuses
+    what lies close."""
+    d = (z - z_twin).flatten(1).norm(dim=1) / z.std()
+    return torch.relu(margin - d).pow(2).mean()
 
 
 FOREGROUND_WEIGHT = 3.0
 EDGE_WEIGHT = 0.0
+ATTRIBUTES = scenes.ATTRIBUTES
 
 
 def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float = 2e-3, enc=None, dec=None,
-          joint: bool = False, extra_crops: bool = False):
+          joint: bool = False, extra_crops: bool = False, margin: float = 0.0, margin_weight: float = 0.1):
     """Joint training (from scratch when ``enc`` is None, else warm-started), or the decoder alone on a frozen
-    encoder (``joint`` False: its latent space stays fixed)."""
+    encoder (``joint`` False: its latent space stays fixed). ``margin`` > 0 (joint, whole-scene crops): add
+    ``margin_weight`` x ``separation``."""
+    sep = joint and margin > 0
+    if sep and crop != scenes.SIZE:
+        raise ValueError(f"the separation term needs whole scenes (crop {scenes.SIZE}), not crop {crop}")
     if enc is None:
         joint = True
         enc, dec = build()
@@ -113,12 +141,14 @@ def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float
     g = torch.Generator().manual_seed(seed)
     t0, running = time.time(), None
     for step in range(steps):
-        x, w = batch(g, batch_size, crop, extra_crops)
+        x, w, *pair = batch(g, batch_size, crop, extra_crops, twins=sep)
         with torch.set_grad_enabled(joint):
             z = enc(x)
         recon = dec(z + 0.1 * torch.randn(z.shape, generator=g))
         err = recon - x
         loss = (w * (err.abs() + err ** 2)).mean() / w.mean() + 1e-3 * (z ** 2).mean()
+        if sep:
+            loss = loss + margin_weight * separation(z, enc(pair[0]), margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -174,6 +204,9 @@ def main(argv=None) -> None:
     ap.add_argument("--extra-crops", action="store_true", help="a third of the crops centred on an extra object")
     ap.add_argument("--edge-weight", type=float, default=EDGE_WEIGHT, help="extra loss weight of outline pixels")
     ap.add_argument("--fg-weight", type=float, default=FOREGROUND_WEIGHT, help="extra loss weight of shape pixels")
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="joint training: keep scenes that differ in one attribute this far apart in the "
+                    "standardised latent (0: no separation term, the committed TAESD)")
     args = ap.parse_args(argv)
     globals()["FOREGROUND_WEIGHT"] = args.fg_weight
     globals()["EDGE_WEIGHT"] = args.edge_weight
@@ -203,7 +236,7 @@ def main(argv=None) -> None:
             for prefix, net in (("taesd_encoder.", enc), ("taesd_decoder.", dec)):
                 net.load_state_dict({k.removeprefix(prefix): v.float() for k, v in sd.items() if k.startswith(prefix)})
         enc, dec = train(args.steps, args.seed, args.batch, lr=args.lr, enc=enc, dec=dec, joint=True,
-                         extra_crops=args.extra_crops)
+                         extra_crops=args.extra_crops, margin=args.margin)
         mean, std = latent_stats(enc, args.seed)
     WEIGHTS.mkdir(exist_ok=True)
     save_file(state_dict(enc, dec, mean, std), str(VAE_FILE))
