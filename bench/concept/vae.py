@@ -65,17 +65,17 @@ def init(*nets, seed: int) -> None:
 
 def twin(g: torch.Generator, scene: dict) -> dict:
     """``scene`` with one attribute (size, colour, shape or background, drawn uniformly) set to another value."""
-    attr = list(ATTRIBUTES)[int(torch.randint(len(ATTRIBUTES), (1,), generator=g))]
-    others = [v for v in ATTRIBUTES[attr] if v != scene[attr]]
+    attr = list(scenes.ATTRIBUTES)[int(torch.randint(len(scenes.ATTRIBUTES), (1,), generator=g))]
+    others = [v for v in scenes.ATTRIBUTES[attr] if v != scene[attr]]
     return {**scene, attr: others[int(torch.randint(len(others), (1,), generator=g))]}
 
 
 def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False,
-          twins: bool = False) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+          twins: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``n`` crops (aligned to the latent grid; every other one holds the main shape, or with ``extra_crops``
     a third the main shape and a third an extra object) and their loss weights: 1 on the background,
     1 + FOREGROUND_WEIGHT on shapes, which cover only a few percent of a scene. ``twins`` (whole scenes only):
-    also each scene's ``twin`` (one attribute changed), for the separation term."""
+    also each scene's ``twin`` (one attribute changed), for the separation term; else None in its place."""
     out, weights, pairs = [], [], []
     top = (scenes.SIZE - crop) // 8
     for k in range(n):
@@ -102,9 +102,7 @@ def batch(g: torch.Generator, n: int, crop: int, extra_crops: bool = False,
         w = 1 + FOREGROUND_WEIGHT * fg + EDGE_WEIGHT * (grown - shrunk)
         out.append(img[:, y:y + crop, x:x + crop])
         weights.append(w[:, y:y + crop, x:x + crop])
-    if twins:
-        return torch.stack(out), torch.stack(weights), torch.stack(pairs)
-    return torch.stack(out), torch.stack(weights)
+    return torch.stack(out), torch.stack(weights), torch.stack(pairs) if twins else None
 
 
 def separation(z: torch.Tensor, z_twin: torch.Tensor, margin: float) -> torch.Tensor:
@@ -119,7 +117,6 @@ def separation(z: torch.Tensor, z_twin: torch.Tensor, margin: float) -> torch.Te
 
 FOREGROUND_WEIGHT = 3.0
 EDGE_WEIGHT = 0.0
-ATTRIBUTES = scenes.ATTRIBUTES
 
 
 def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float = 2e-3, enc=None, dec=None,
@@ -127,13 +124,13 @@ def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float
     """Joint training (from scratch when ``enc`` is None, else warm-started), or the decoder alone on a frozen
     encoder (``joint`` False: its latent space stays fixed). ``margin`` > 0 (joint, whole-scene crops): add
     ``margin_weight`` x ``separation``."""
-    sep = joint and margin > 0
-    if sep and crop != scenes.SIZE:
-        raise ValueError(f"the separation term needs whole scenes (crop {scenes.SIZE}), not crop {crop}")
     if enc is None:
         joint = True
         enc, dec = build()
         init(enc, dec, seed=seed)
+    sep = joint and margin > 0  # after the line above: a from-scratch run is joint whatever the caller said
+    if sep and crop != scenes.SIZE:
+        raise ValueError(f"the separation term needs whole scenes (crop {scenes.SIZE}), not crop {crop}")
     params = (list(enc.parameters()) if joint else []) + list(dec.parameters())
     enc.requires_grad_(joint)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -141,14 +138,14 @@ def train(steps: int, seed: int, batch_size: int = 12, crop: int = 32, lr: float
     g = torch.Generator().manual_seed(seed)
     t0, running = time.time(), None
     for step in range(steps):
-        x, w, *pair = batch(g, batch_size, crop, extra_crops, twins=sep)
+        x, w, x_twin = batch(g, batch_size, crop, extra_crops, twins=sep)
         with torch.set_grad_enabled(joint):
             z = enc(x)
         recon = dec(z + 0.1 * torch.randn(z.shape, generator=g))
         err = recon - x
         loss = (w * (err.abs() + err ** 2)).mean() / w.mean() + 1e-3 * (z ** 2).mean()
         if sep:
-            loss = loss + margin_weight * separation(z, enc(pair[0]), margin)
+            loss = loss + margin_weight * separation(z, enc(x_twin), margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
