@@ -91,3 +91,23 @@ def test_diff_file_loads_with_comfyui_lora_loader(trained, tmp_path):
     loaded = comfy.sd.load_lora_for_models(base, None, sd, 1.0, 0)[0]
     reference = denoise(merged_by_hand(trainer))
     assert torch.allclose(denoise(loaded), reference, rtol=1e-3, atol=1e-3)  # the file's deltas are fp16
+
+
+def test_init_starts_every_delta_at_the_file_and_refuses_another_models_file(trained, tmp_path):
+    base, trainer, _, _ = trained
+    path = tmp_path / "init.safetensors"
+    start = full_student.state_dict(trainer)
+    comfy.utils.save_torch_file(start, str(path))
+    fresh = Trainer(base, PAIRS, TrainConfig(steps=1, checkpoint_every=100, **CONFIG), tmp_path / "again")
+    full_student.make_full(fresh, 1e-3, str(path))
+    assert set(deltas(fresh)) == set(deltas(trainer))
+    for p, d in deltas(fresh).items():
+        assert torch.equal(d, start[f"diffusion_model.{p}.diff"])  # the trained deltas, not zeros
+    assert full_student.parse(["a", "--init", "f", "--full", "2e-5"]) == (["a"], 2e-5, "f")
+    with pytest.raises(SystemExit, match="--full"):
+        full_student.parse(["a", "--init", "f"])
+    partial = tmp_path / "partial.safetensors"
+    comfy.utils.save_torch_file(dict(list(start.items())[:3]), str(partial))
+    with pytest.raises(ValueError, match="Conv2d / Linear layers"):
+        full_student.make_full(Trainer(base, PAIRS, TrainConfig(steps=1, checkpoint_every=100, **CONFIG),
+                                       tmp_path / "third"), 1e-3, str(partial))

@@ -45,19 +45,27 @@ class FullDelta(torch.nn.Module):
 
 
 def parse(argv) -> tuple:
-    """(the other arguments, the student lr of ``--full LR`` or None)."""
-    argv = list(argv)
+    """(the other arguments, the student lr of ``--full LR`` or None, the ``--init FILE`` path or None)."""
+    argv, init = list(argv), None
+    if "--init" in argv:
+        i = argv.index("--init")
+        init = argv[i + 1]
+        del argv[i:i + 2]
     if "--full" not in argv:
-        return argv, None
+        if init is not None:
+            raise SystemExit("--init FILE starts a full student: give --full LR too")
+        return argv, None, None
     i = argv.index("--full")
     lr = float(argv[i + 1])
     del argv[i:i + 2]
-    return argv, lr
+    return argv, lr, init
 
 
-def make_full(trainer, lr: float) -> int:
+def make_full(trainer, lr: float, init: str | None = None) -> int:
     """Replace ``trainer``'s student LoRA set by full deltas on every Conv2d / Linear; a new AdamW at ``lr`` for
-    them. Call before ``trainer.run``. Returns the number of trainable student parameters."""
+    them. ``init``: a ``.diff`` file (``state_dict``'s keys, e.g. ``turbo_probe.py``'s one-step student) the
+    deltas start from instead of zero (SwiftBrush v2 starts its student from SD-Turbo, not from the teacher).
+    Call before ``trainer.run``. Returns the number of trainable student parameters."""
     sets, clone = trainer.sets, trainer.clone
     dm = clone.get_model_object("diffusion_model")
     deltas = []
@@ -73,6 +81,16 @@ def make_full(trainer, lr: float) -> int:
         clone.add_object_patch(key, functools.partial(lora._lora_forward, layer, clone.object_patches.get(key),
                                                       {"student": delta}, sets._active))
         sets._adapters[path] = {"student": delta}
+    if init is not None:
+        import comfy.utils
+
+        start = comfy.utils.load_torch_file(init, safe_load=True)
+        paths = [p for p, a in sets._adapters.items() if isinstance(a.get("student"), FullDelta)]
+        if set(start) != {f"diffusion_model.{p}.diff" for p in paths}:
+            raise ValueError(f"{init}: its .diff keys are not this UNet's {len(paths)} Conv2d / Linear layers")
+        with torch.no_grad():
+            for p in paths:
+                sets._adapters[p]["student"].lora_down.weight.copy_(start[f"diffusion_model.{p}.diff"].float())
     sets._modules["student"].adapters = torch.nn.ModuleList(deltas)
     trainer.nets["student"] = trainer.runner.student_net = sets._modules["student"]
     params = [d.lora_down.weight for d in deltas]

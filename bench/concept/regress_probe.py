@@ -11,7 +11,7 @@ training_pairs); this swaps the runner's ``forward_backward`` for this probe's t
 weights/: the LoRA goes to $TMPDIR/student_probe/NAME.safetensors.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/regress_probe.py NAME WEIGHT_VSD WEIGHT_REG EULER_STEPS \
-        STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR]    # e.g. reg 0 1 8 1000: regression only
+        STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR [--init FILE]]    # e.g. reg 0 1 8 1000: regression only
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def euler_target(runner, z: torch.Tensor, rows, sigmas: torch.Tensor, kappa: flo
 
 def main(argv) -> None:
     argv, overrides = student_probe.parse_sets(argv)
-    argv, full_lr = full_student.parse(argv)
+    argv, full_lr, init = full_student.parse(argv)
     name, w_vsd, w_reg, n_euler, steps = argv[0], float(argv[1]), float(argv[2]), int(argv[3]), int(argv[4])
     alpha = (0.0, float(argv[5]) if len(argv) > 5 else 1.0)
     torch.set_num_threads(1)
@@ -65,7 +65,7 @@ def main(argv) -> None:
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer = Trainer(patcher, pairs, config, Path(checkpoints))
         if full_lr is not None:
-            print(f"{name}: full student, {full_student.make_full(trainer, full_lr)} parameters", flush=True)
+            print(f"{name}: full student, {full_student.make_full(trainer, full_lr, init)} parameters", flush=True)
 
         def forward_backward(self, d):  # this probe's runner only
             x0 = self.student_net(self._student_image, d)

@@ -1,0 +1,158 @@
+"""A probe: a one-step student by regression onto the base's own deterministic ODE samples, precomputed and
+trained at a real batch size (Luhman & Luhman 2021, "Knowledge Distillation in Iterative Generative Models"; the
+paired dataset of DMD, Yin et al. 2024, Eq. 7). The online regression probe (``regress_probe.py``) computed one
+8-step target per noise inside the pack's Trainer at its batch of 4; here the targets come first and the student
+sees 16x more pairs in the same time:
+
+    gen:   N (noise z, caption) pairs; target = Euler_K(sqrt(1 + sigma_max^2) z) of the frozen base at cfg 1 on
+           ComfyUI's ``simple`` sigmas (the noise scaling ComfyUI's KSampler uses at full denoise)
+    train: every Conv2d / Linear weight of a copy of the base moved to minimise mean || x0(z) - target ||^2 at
+           sigma_max, AdamW, cosine lr; a held-out 512 pairs' loss logged. Saved as ComfyUI ``.diff`` keys
+           (``LoraLoaderModelOnly`` applies W + D), so ``evaluate.py`` scores it as a student.
+
+    .host/venv/bin/python bench/concept/turbo_probe.py gen N SEED EULER_STEPS PAIRS.pt [--threads 2]
+    .host/venv/bin/python bench/concept/turbo_probe.py score PAIRS.pt    # the targets' own accuracy
+    .host/venv/bin/python bench/concept/turbo_probe.py train PAIRS.pt NAME LR STEPS BATCH [--threads 1]
+
+Writes nothing to weights/: the student goes to $TMPDIR/student_probe/NAME.safetensors.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
+import host  # noqa: E402
+
+host.enter_host()
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import comfy.samplers  # noqa: E402
+
+import model as concept_model  # noqa: E402
+import scenes  # noqa: E402
+import student_probe  # noqa: E402
+import train as concept_train  # noqa: E402
+
+log = logging.getLogger("concept.turbo_probe")
+HELD_OUT = 512
+
+
+def denoise(base, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The model's x0 estimate at ``sigma`` (what ComfyUI's BaseModel._apply_model computes, without patches)."""
+    ms = base.model_sampling
+    out = base.diffusion_model(ms.calculate_input(sigma, x), ms.timestep(sigma).float(), context=context)
+    return ms.calculate_denoised(sigma, out, x)
+
+
+@torch.no_grad()
+def euler(base, z: torch.Tensor, context: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    x = z * torch.sqrt(1 + sigmas[0] ** 2)
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        d = denoise(base, x, s.expand(x.shape[0]), context)
+        x = d if float(s_next) == 0 else x + (x - d) / s * (s_next - s)
+    return x
+
+
+def gen(n: int, seed: int, steps: int, out: Path) -> None:
+    patcher, encoder = concept_model.load()
+    base = patcher.model
+    sigmas = comfy.samplers.calculate_sigmas(base.model_sampling, "simple", steps).float()
+    g = torch.Generator().manual_seed(seed)
+    pool = [scenes.sample_scene(g) for _ in range(n)]
+    captions = concept_train.draw_captions(pool, torch.arange(n), g)
+    z = torch.randn((n, 4, scenes.SIZE // 8, scenes.SIZE // 8), generator=g)
+    targets, start = [], time.time()
+    for i in range(0, n, 256):
+        targets.append(euler(base, z[i:i + 256], encoder(captions[i:i + 256]), sigmas))
+        log.info("gen %d/%d  %.0f s", i + len(targets[-1]), n, time.time() - start)
+    torch.save({"z": z, "captions": captions, "target": torch.cat(targets), "seed": seed, "euler_steps": steps}, out)
+
+
+def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
+    data = torch.load(pairs)
+    patcher, encoder = concept_model.load()
+    base = patcher.model
+    reference = {k: v.clone() for k, v in base.diffusion_model.state_dict().items()}
+    layers = {p: m for p, m in base.diffusion_model.named_modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    base.diffusion_model.requires_grad_(False)
+    params = [m.weight.requires_grad_(True) for m in layers.values()]
+    base.diffusion_model.train()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    sigma_max = base.model_sampling.sigma_max.float()
+    z, target, captions = data["z"], data["target"], data["captions"]
+    n = len(captions) - HELD_OUT
+    g = torch.Generator().manual_seed(0)
+
+    def loss_on(idx):
+        x0 = denoise(base, z[idx] * torch.sqrt(1 + sigma_max ** 2), sigma_max.expand(len(idx)),
+                     encoder([captions[i] for i in idx.tolist()]))
+        return ((x0 - target[idx]) ** 2).mean()
+
+    with torch.no_grad():
+        held = torch.arange(n, n + HELD_OUT)
+        log.info("%s: start, held-out loss %.4f", name, loss_on(held))
+    start = time.time()
+    for step in range(steps):
+        loss = loss_on(torch.randint(n, (batch,), generator=g))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            with torch.no_grad():
+                log.info("%s %d  loss %.4f  held-out %.4f  %.0f s", name, step + 1, loss, loss_on(held),
+                         time.time() - start)
+    state = base.diffusion_model.state_dict()
+    student_probe.save_student(name, {f"diffusion_model.{p}.diff": (state[f"{p}.weight"] - reference[f"{p}.weight"])
+                                      for p in layers})
+
+
+@torch.no_grad()
+def score(pairs: Path) -> None:
+    """The targets themselves through the TAESD and the detector: the ceiling of a student that fits them."""
+    data = torch.load(pairs)
+    patcher, _ = concept_model.load()
+    vae = concept_model.load_vae()
+    kept = valid = 0
+    for i in range(0, len(data["captions"]), 256):
+        imgs = vae.decode(patcher.model.process_latent_out(data["target"][i:i + 256]))
+        imgs = imgs.reshape(-1, *imgs.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)
+        for img, caption in zip(imgs, data["captions"][i:i + 256]):
+            found = scenes.detect(img)
+            kept += all(scenes.has(found, a, v) for a, v in scenes.parse(caption).items())
+            valid += bool(found["valid"])
+    n = len(data["captions"])
+    log.info("%s: %d targets, every named attribute %.1f%%, valid %.1f%%", pairs, n, 100 * kept / n, 100 * valid / n)
+
+
+def main(argv) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # the host set up logging first
+    threads = 1
+    if "--threads" in argv:
+        i = argv.index("--threads")
+        threads = int(argv[i + 1])
+        del argv[i:i + 2]
+    torch.set_num_threads(threads)
+    if argv[0] == "gen":
+        gen(int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4]))
+    elif argv[0] == "score":
+        score(Path(argv[1]))
+    elif argv[0] == "train":
+        train(Path(argv[1]), argv[2], float(argv[3]), int(argv[4]), int(argv[5]))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
