@@ -2,13 +2,14 @@
 and the student's one-step x0 (std, max |x0|), each averaged over 25 steps. Writes nothing to weights/.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/student_probe.py NAME LR_STUDENT LR_TEACHER KAPPA_MIN \
-        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR [--init FILE]] [--hold N]
+        KAPPA_MAX STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR [--init FILE]] [--hold N] [--every K]
     ... student_probe.py k12t4 1e-4 1e-4 1 2 500                              # students.py's settings
     ... student_probe.py r128 1e-4 1e-4 1 2 1000 --set rank=128 --set lora_alpha=256.0   # another SETTINGS value
 
 ``--full LR``: the student fully fine-tuned at LR instead of a LoRA (``full_student.py``); ``--init FILE`` starts
 it from a ``.diff`` file (``turbo_probe.py``'s one-step student) instead of the base. ``--hold N``: the student
-stays put for the first N steps while the LoRA teacher learns its outputs. Everything else is
+stays put for the first N steps while the LoRA teacher learns its outputs; ``--every K``: then it steps on every
+K-th step only (K teacher updates per student update). Everything else is
 ``students.config_and_pairs`` (``SETTINGS``, ``training_pairs()``); 1 thread. The student goes to
 /tmp/student_probe/NAME.safetensors. The probes quoted in students.py's docstring ran this on the previous base.
 """
@@ -65,10 +66,14 @@ def save_student(name: str, state_dict: dict) -> Path:
 def main(argv) -> None:
     argv, overrides = parse_sets(argv)
     argv, full_lr, init = full_student.parse(argv)
-    hold = 0
+    hold, every = 0, 1
     if "--hold" in argv:  # the student's optimizer skips its first N steps: the LoRA teacher (the fake score)
-        i = argv.index("--hold")  # learns the starting student's outputs first (DMD2's two time scales, simply)
+        i = argv.index("--hold")  # learns the starting student's outputs first
         hold = int(argv[i + 1])
+        del argv[i:i + 2]
+    if "--every" in argv:  # then it steps on every K-th step only: K teacher updates per student update (DMD2's
+        i = argv.index("--every")  # two time scales, 5:1)
+        every = int(argv[i + 1])
         del argv[i:i + 2]
     name, lr_s, lr_t, kmin, kmax, steps = argv[0], *map(float, argv[1:5]), int(argv[5])
     alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
@@ -81,13 +86,14 @@ def main(argv) -> None:
         trainer = Trainer(patcher, pairs, config, Path(checkpoints))
         if full_lr is not None:
             print(f"{name}: full student, {full_student.make_full(trainer, full_lr, init)} parameters", flush=True)
-        if hold:
+        if hold or every > 1:
             opt, held = trainer.optimizers["student"], [0]
             step_student = opt.step
 
             def held_step(*a, **k):
                 held[0] += 1
-                return None if held[0] <= hold else step_student(*a, **k)
+                free = held[0] > hold and (held[0] - hold) % every == 0
+                return step_student(*a, **k) if free else None
             opt.step = held_step
         plain = trainer.runner._student_image
 
