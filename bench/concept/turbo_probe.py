@@ -7,12 +7,12 @@ sees 16x more pairs in the same time:
     gen:   N (noise z, caption) pairs; target = Euler_K(sqrt(1 + sigma_max^2) z) of the frozen base at cfg 1 on
            ComfyUI's ``simple`` sigmas (the noise scaling ComfyUI's KSampler uses at full denoise)
     train: every Conv2d / Linear weight of a copy of the base moved to minimise mean || x0(z) - target ||^2 at
-           sigma_max, AdamW, cosine lr; a held-out 512 pairs' loss logged. Saved as ComfyUI ``.diff`` keys
-           (``LoraLoaderModelOnly`` applies W + D), so ``evaluate.py`` scores it as a student.
+           sigma_max, AdamW, cosine lr; the loss on 512 held-out pairs (the first file's last) logged. Saved as
+           ComfyUI ``.diff`` keys (``LoraLoaderModelOnly`` applies W + D), so ``evaluate.py`` scores it.
 
     .host/venv/bin/python bench/concept/turbo_probe.py gen N SEED EULER_STEPS PAIRS.pt [--threads 2]
     .host/venv/bin/python bench/concept/turbo_probe.py score PAIRS.pt    # the targets' own accuracy
-    .host/venv/bin/python bench/concept/turbo_probe.py train PAIRS.pt NAME LR STEPS BATCH [--threads 1]
+    .host/venv/bin/python bench/concept/turbo_probe.py train PAIRS.pt[,MORE.pt] NAME LR STEPS BATCH [--threads 1]
 
 Writes nothing to weights/: the student goes to $TMPDIR/student_probe/NAME.safetensors.
 """
@@ -76,7 +76,10 @@ def gen(n: int, seed: int, steps: int, out: Path) -> None:
 
 
 def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
-    data = torch.load(pairs)
+    files = [torch.load(p) for p in str(pairs).split(",")]  # more pair files: the first one's last 512 held out
+    first = files[0]
+    data = {k: torch.cat([f[k] for f in files[1:]] + [first[k]]) for k in ("z", "target")}
+    data["captions"] = [c for f in files[1:] for c in f["captions"]] + first["captions"]
     patcher, encoder = concept_model.load()
     base = patcher.model
     reference = {k: v.clone() for k, v in base.diffusion_model.state_dict().items()}
