@@ -45,10 +45,8 @@ HELD_OUT = 512
 
 
 def denoise(base, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """The model's x0 estimate at ``sigma`` (what ComfyUI's BaseModel._apply_model computes, without patches)."""
-    ms = base.model_sampling
-    out = base.diffusion_model(ms.calculate_input(sigma, x), ms.timestep(sigma).float(), context=context)
-    return ms.calculate_denoised(sigma, out, x)
+    """The model's x0 estimate at ``sigma``: ComfyUI's own BaseModel.apply_model (no patcher patches)."""
+    return base.apply_model(x, sigma, c_crossattn=context)
 
 
 @torch.no_grad()
@@ -82,9 +80,9 @@ def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
     data["captions"] = [c for f in files[1:] for c in f["captions"]] + first["captions"]
     patcher, encoder = concept_model.load()
     base = patcher.model
-    reference = {k: v.clone() for k, v in base.diffusion_model.state_dict().items()}
     layers = {p: m for p, m in base.diffusion_model.named_modules()
               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    reference = {p: m.weight.detach().clone() for p, m in layers.items()}
     base.diffusion_model.requires_grad_(False)
     params = [m.weight.requires_grad_(True) for m in layers.values()]
     base.diffusion_model.train()
@@ -116,9 +114,8 @@ def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
             with torch.no_grad():
                 log.info("%s %d  loss %.4f  held-out %.4f  %.0f s", name, step + 1, loss, loss_on(held),
                          time.time() - start)
-    state = base.diffusion_model.state_dict()
-    student_probe.save_student(name, {f"diffusion_model.{p}.diff": (state[f"{p}.weight"] - reference[f"{p}.weight"])
-                                      for p in layers})
+    student_probe.save_student(name, {f"diffusion_model.{p}.diff": m.weight.detach() - reference[p]
+                                      for p, m in layers.items()})
 
 
 @torch.no_grad()
