@@ -46,19 +46,22 @@ class FullDelta(torch.nn.Module):
 
 def parse(argv) -> tuple:
     """(the other arguments, the student lr of ``--full LR`` or None, the ``--init FILE`` path or None)."""
-    argv, init = list(argv), None
-    if "--init" in argv:
-        i = argv.index("--init")
-        init = argv[i + 1]
-        del argv[i:i + 2]
-    if "--full" not in argv:
-        if init is not None:
-            raise SystemExit("--init FILE starts a full student: give --full LR too")
-        return argv, None, None
-    i = argv.index("--full")
-    lr = float(argv[i + 1])
-    del argv[i:i + 2]
+    argv, init = pop_option(argv, "--init")
+    argv, lr = pop_option(argv, "--full", float)
+    if lr is None and init is not None:
+        raise SystemExit("--init FILE starts a full student: give --full LR too")
     return argv, lr, init
+
+
+def pop_option(argv, flag: str, cast=str, default=None) -> tuple:
+    """(argv without ``FLAG VALUE``, the value cast, or ``default`` where the flag is absent): the probes' flags."""
+    argv = list(argv)
+    if flag not in argv:
+        return argv, default
+    i = argv.index(flag)
+    value = cast(argv[i + 1])
+    del argv[i:i + 2]
+    return argv, value
 
 
 def make_full(trainer, lr: float, init: str | None = None) -> int:

@@ -58,5 +58,11 @@ def images(patcher, encoder, vae, positive: str, negative: str, method: str, sca
            seeds, **options) -> torch.Tensor:
     """(len(seeds), 3, SIZE, SIZE) in [0, 1], decoded by ComfyUI's VAE object (TAESD) as VAEDecode does.
     ``options``: ``latents``' sampler, scheduler and nasa_options."""
-    out = vae.decode(latents(patcher, encoder, positive, negative, method, scale, steps, seeds, **options))
+    return decode(vae, latents(patcher, encoder, positive, negative, method, scale, steps, seeds, **options))
+
+
+@torch.no_grad()
+def decode(vae, samples: torch.Tensor) -> torch.Tensor:
+    """A sampler's latents (ComfyUI's LATENT ``samples``) as (B, 3, SIZE, SIZE) images in [0, 1], as VAEDecode."""
+    out = vae.decode(samples)
     return out.reshape(-1, *out.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)

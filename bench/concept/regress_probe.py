@@ -12,6 +12,12 @@ weights/: the LoRA goes to $TMPDIR/student_probe/NAME.safetensors.
 
     OMP_NUM_THREADS=1 .host/venv/bin/python bench/concept/regress_probe.py NAME WEIGHT_VSD WEIGHT_REG EULER_STEPS \
         STEPS [ALPHA_MAX] [--set KEY=JSON ...] [--full LR [--init FILE]]    # e.g. reg 0 1 8 1000: regression only
+        [--pairs PAIRS.pt[,MORE.pt] --reg-batch B]
+
+``--pairs``: DMD's own recipe, the regression term on B precomputed pairs of ``turbo_probe.py gen`` per step (their
+noise, their training caption, no negative, no NASA) instead of one online target per VSD sample:
+``WEIGHT_REG * 0.5 || x0(z_i) - target_i ||^2 / B`` summed over the latent (EULER_STEPS is then unused). The
+pairs' last 512 stay out, as in ``turbo_probe.py train``.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import full_student  # noqa: E402
 import model as concept_model  # noqa: E402
 import student_probe  # noqa: E402
 import students  # noqa: E402
+import turbo_probe  # noqa: E402
 
 
 def euler_target(runner, z: torch.Tensor, rows, sigmas: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -55,6 +62,8 @@ def euler_target(runner, z: torch.Tensor, rows, sigmas: torch.Tensor, kappa: flo
 def main(argv) -> None:
     argv, overrides = student_probe.parse_sets(argv)
     argv, full_lr, init = full_student.parse(argv)
+    argv, pairs_spec = full_student.pop_option(argv, "--pairs")
+    argv, reg_batch = full_student.pop_option(argv, "--reg-batch", int, 32)
     name, w_vsd, w_reg, n_euler, steps = argv[0], float(argv[1]), float(argv[2]), int(argv[3]), int(argv[4])
     alpha = (0.0, float(argv[5]) if len(argv) > 5 else 1.0)
     torch.set_num_threads(1)
@@ -67,12 +76,21 @@ def main(argv) -> None:
         if full_lr is not None:
             print(f"{name}: full student, {full_student.make_full(trainer, full_lr, init)} parameters", flush=True)
 
+        if pairs_spec is not None:
+            data, g = turbo_probe.load_pairs(pairs_spec), torch.Generator().manual_seed(0)
+            n_train = len(data["captions"]) - turbo_probe.HELD_OUT
+            print(f"{name}: regression on {n_train} precomputed pairs, {reg_batch} a step", flush=True)
+
         def forward_backward(self, d):  # this probe's runner only
             x0 = self.student_net(self._student_image, d)
-            target = euler_target(self, d.z.to(x0.device), d.rows, sigmas.to(x0.device), d.kappa)
-            reg = 0.5 * ((x0 - target) ** 2).sum() / x0.shape[0]  # vsd_loss's normalisation
             vsd_term = vsd.vsd_loss(x0, self.vsd_gradient(x0, d)) if w_vsd else torch.zeros(())
             with self.sets.use("student"):
+                if pairs_spec is None:
+                    target = euler_target(self, d.z.to(x0.device), d.rows, sigmas.to(x0.device), d.kappa)
+                    reg = 0.5 * ((x0 - target) ** 2).sum() / x0.shape[0]  # vsd_loss's normalisation
+                else:  # the mean over the latent's elements, back to vsd_loss's sum / batch
+                    idx = torch.randint(n_train, (reg_batch,), generator=g)
+                    reg = 0.5 * x0[0].numel() * turbo_probe.one_step_loss(trainer.clone.model, encoder, data, idx)
                 (w_vsd * vsd_term + w_reg * reg).backward()
             teacher = self.teacher_loss(x0.detach(), d)
             with self.sets.use("teacher"):

@@ -66,15 +66,11 @@ def save_student(name: str, state_dict: dict) -> Path:
 def main(argv) -> None:
     argv, overrides = parse_sets(argv)
     argv, full_lr, init = full_student.parse(argv)
-    hold, every = 0, 1
-    if "--hold" in argv:  # the student's optimizer skips its first N steps: the LoRA teacher (the fake score)
-        i = argv.index("--hold")  # learns the starting student's outputs first
-        hold = int(argv[i + 1])
-        del argv[i:i + 2]
-    if "--every" in argv:  # then it steps on every K-th step only: K teacher updates per student update (DMD2's
-        i = argv.index("--every")  # two time scales, 5:1)
-        every = int(argv[i + 1])
-        del argv[i:i + 2]
+    # --hold N: the student's optimizer skips its first N steps, the LoRA teacher (the fake score) learns the
+    # starting student's outputs first; --every K: then it steps on every K-th step only (K teacher updates per
+    # student update, DMD2's two time scales, 5:1)
+    argv, hold = full_student.pop_option(argv, "--hold", int, 0)
+    argv, every = full_student.pop_option(argv, "--every", int, 1)
     name, lr_s, lr_t, kmin, kmax, steps = argv[0], *map(float, argv[1:5]), int(argv[5])
     alpha = (0.0, float(argv[6]) if len(argv) > 6 else 1.0)
     torch.set_num_threads(1)

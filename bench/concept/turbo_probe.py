@@ -5,12 +5,13 @@ paired dataset of DMD, Yin et al. 2024, Eq. 7). The online regression probe (``r
 sees 16x more pairs in the same time:
 
     gen:   N (noise z, caption) pairs; target = Euler_K(sqrt(1 + sigma_max^2) z) of the frozen base at cfg 1 on
-           ComfyUI's ``simple`` sigmas (the noise scaling ComfyUI's KSampler uses at full denoise)
+           ComfyUI's ``simple`` sigmas (the noise scaling ComfyUI's KSampler uses at full denoise); ``--cfg K``
+           guides it with the empty caption as the unconditional (no negative), at twice the passes
     train: every Conv2d / Linear weight of a copy of the base moved to minimise mean || x0(z) - target ||^2 at
            sigma_max, AdamW, cosine lr; the loss on 512 held-out pairs (the first file's last) logged. Saved as
            ComfyUI ``.diff`` keys (``LoraLoaderModelOnly`` applies W + D), so ``evaluate.py`` scores it.
 
-    .host/venv/bin/python bench/concept/turbo_probe.py gen N SEED EULER_STEPS PAIRS.pt [--threads 2]
+    .host/venv/bin/python bench/concept/turbo_probe.py gen N SEED EULER_STEPS PAIRS.pt [--threads 2] [--cfg K]
     .host/venv/bin/python bench/concept/turbo_probe.py score PAIRS.pt    # the targets' own accuracy
     .host/venv/bin/python bench/concept/turbo_probe.py train PAIRS.pt[,MORE.pt] NAME LR STEPS BATCH [--threads 1]
 
@@ -35,6 +36,8 @@ import torch  # noqa: E402
 
 import comfy.samplers  # noqa: E402
 
+import full_student  # noqa: E402
+import generate  # noqa: E402
 import model as concept_model  # noqa: E402
 import scenes  # noqa: E402
 import student_probe  # noqa: E402
@@ -49,17 +52,30 @@ def denoise(base, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -
     return base.apply_model(x, sigma, c_crossattn=context)
 
 
+def guided(base, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, uncond: torch.Tensor | None,
+           cfg: float) -> torch.Tensor:
+    """CFG on the x0 estimates, ``u + cfg (c - u)`` as ComfyUI's ``cfg_function``, both halves in one batch."""
+    if uncond is None or cfg == 1.0:
+        return denoise(base, x, sigma, context)
+    both = denoise(base, torch.cat([x, x]), torch.cat([sigma, sigma]),
+                   torch.cat([context, uncond.expand(len(x), -1, -1)]))
+    c, u = both.chunk(2)
+    return u + cfg * (c - u)
+
+
 @torch.no_grad()
-def euler(base, z: torch.Tensor, context: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+def euler(base, z: torch.Tensor, context: torch.Tensor, sigmas: torch.Tensor, uncond: torch.Tensor | None = None,
+          cfg: float = 1.0) -> torch.Tensor:
     x = z * torch.sqrt(1 + sigmas[0] ** 2)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        d = denoise(base, x, s.expand(x.shape[0]), context)
+        d = guided(base, x, s.expand(x.shape[0]), context, uncond, cfg)
         x = d if float(s_next) == 0 else x + (x - d) / s * (s_next - s)
     return x
 
 
-def gen(n: int, seed: int, steps: int, out: Path) -> None:
+def gen(n: int, seed: int, steps: int, out: Path, cfg: float = 1.0) -> None:
     patcher, encoder = concept_model.load()
+    uncond = encoder([""]) if cfg != 1.0 else None  # the empty caption: "no negative" as the unconditional
     base = patcher.model
     sigmas = comfy.samplers.calculate_sigmas(base.model_sampling, "simple", steps).float()
     g = torch.Generator().manual_seed(seed)
@@ -68,16 +84,33 @@ def gen(n: int, seed: int, steps: int, out: Path) -> None:
     z = torch.randn((n, 4, scenes.SIZE // 8, scenes.SIZE // 8), generator=g)
     targets, start = [], time.time()
     for i in range(0, n, 256):
-        targets.append(euler(base, z[i:i + 256], encoder(captions[i:i + 256]), sigmas))
+        targets.append(euler(base, z[i:i + 256], encoder(captions[i:i + 256]), sigmas, uncond, cfg))
         log.info("gen %d/%d  %.0f s", i + len(targets[-1]), n, time.time() - start)
-    torch.save({"z": z, "captions": captions, "target": torch.cat(targets), "seed": seed, "euler_steps": steps}, out)
+    torch.save({"z": z, "captions": captions, "target": torch.cat(targets), "seed": seed, "euler_steps": steps,
+                "cfg": cfg}, out)
 
 
-def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
-    files = [torch.load(p) for p in str(pairs).split(",")]  # more pair files: the first one's last 512 held out
+def load_pairs(pairs) -> dict:
+    """``gen``'s files, comma-separated, as one {z, target, captions}; the first file's pairs come last, so its
+    last ``HELD_OUT`` are the held-out set whichever files join it."""
+    files = [torch.load(p) for p in str(pairs).split(",")]
     first = files[0]
     data = {k: torch.cat([f[k] for f in files[1:]] + [first[k]]) for k in ("z", "target")}
     data["captions"] = [c for f in files[1:] for c in f["captions"]] + first["captions"]
+    return data
+
+
+def one_step_loss(model, encoder, data: dict, idx: torch.Tensor) -> torch.Tensor:
+    """mean || x0(sigma_max z) - target ||^2 over the pairs ``idx``: the one-step x0 of ``model`` (a BaseModel,
+    with whatever patches are active on it) regressed onto the ODE targets."""
+    sigma_max = model.model_sampling.sigma_max.float()
+    x0 = denoise(model, data["z"][idx] * torch.sqrt(1 + sigma_max ** 2), sigma_max.expand(len(idx)),
+                 encoder([data["captions"][i] for i in idx.tolist()]))
+    return ((x0 - data["target"][idx]) ** 2).mean()
+
+
+def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
+    data = load_pairs(pairs)
     patcher, encoder = concept_model.load()
     base = patcher.model
     layers = {p: m for p, m in base.diffusion_model.named_modules()
@@ -89,15 +122,11 @@ def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    sigma_max = base.model_sampling.sigma_max.float()
-    z, target, captions = data["z"], data["target"], data["captions"]
-    n = len(captions) - HELD_OUT
+    n = len(data["captions"]) - HELD_OUT
     g = torch.Generator().manual_seed(0)
 
     def loss_on(idx):
-        x0 = denoise(base, z[idx] * torch.sqrt(1 + sigma_max ** 2), sigma_max.expand(len(idx)),
-                     encoder([captions[i] for i in idx.tolist()]))
-        return ((x0 - target[idx]) ** 2).mean()
+        return one_step_loss(base, encoder, data, idx)
 
     with torch.no_grad():
         held = torch.arange(n, n + HELD_OUT)
@@ -126,8 +155,7 @@ def score(pairs: Path) -> None:
     vae = concept_model.load_vae()
     kept = valid = 0
     for i in range(0, len(data["captions"]), 256):
-        imgs = vae.decode(patcher.model.process_latent_out(data["target"][i:i + 256]))
-        imgs = imgs.reshape(-1, *imgs.shape[-3:]).movedim(-1, 1).float().clamp(0, 1)
+        imgs = generate.decode(vae, patcher.model.process_latent_out(data["target"][i:i + 256]))
         for img, caption in zip(imgs, data["captions"][i:i + 256]):
             found = scenes.detect(img)
             kept += all(scenes.has(found, a, v) for a, v in scenes.parse(caption).items())
@@ -138,14 +166,11 @@ def score(pairs: Path) -> None:
 
 def main(argv) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # the host set up logging first
-    threads = 1
-    if "--threads" in argv:
-        i = argv.index("--threads")
-        threads = int(argv[i + 1])
-        del argv[i:i + 2]
+    argv, threads = full_student.pop_option(argv, "--threads", int, 1)
+    argv, cfg = full_student.pop_option(argv, "--cfg", float, 1.0)
     torch.set_num_threads(threads)
     if argv[0] == "gen":
-        gen(int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4]))
+        gen(int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4]), cfg)
     elif argv[0] == "score":
         score(Path(argv[1]))
     elif argv[0] == "train":
