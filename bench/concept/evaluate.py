@@ -126,15 +126,18 @@ def precondition_captions(n: int, seed: int = 2024) -> list:
     return captions
 
 
-def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024, **options) -> dict:
+def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: int = 2024, cfg: float = 1.0,
+                 **options) -> dict:
     """Does the model follow its positive with no negative? ``n`` captions drawn as in training (held-out seed),
     one image each: the fraction with every named attribute present, and with a valid scene; ``missed``: per
     attribute, the fraction of the captions naming it whose image does not show it. ``options``: another
-    sampler / scheduler than the evaluation's (``probes.py samplers``)."""
+    sampler / scheduler than the evaluation's (``probes.py samplers``); ``cfg`` != 1: CFG with the empty caption as
+    the unconditional (still no negative; a probe, not the precondition's definition)."""
     kept = valid = 0
     named, missed = collections.Counter(), collections.Counter()
     for i, caption in enumerate(precondition_captions(n, seed)):
-        img = generate.images(nets[name], encoder, vae, caption, "", "none", 0.0, steps, [10_000 + i], **options)[0]
+        method, scale = ("none", 0.0) if cfg == 1.0 else ("cfg", cfg)
+        img = generate.images(nets[name], encoder, vae, caption, "", method, scale, steps, [10_000 + i], **options)[0]
         found = scenes.detect(img)
         hits = {a: scenes.has(found, a, v) for a, v in scenes.parse(caption).items()}
         named.update(hits.keys())  # one count per caption naming it (update(dict) would add the bools)

@@ -1,13 +1,14 @@
 """Probes of the committed concept model (no training): the precondition under other samplers, where NASA acts,
 and how far apart the world's attribute values lie in the VAE's latent space.
 
-    .host/venv/bin/python bench/concept/probes.py samplers [--captions 48] [--unet FILE]
+    .host/venv/bin/python bench/concept/probes.py samplers [--captions 48] [--unet FILE] [--cfg 1.5 2 3]
     .host/venv/bin/python bench/concept/probes.py blocks [--seeds 0-3]
     .host/venv/bin/python bench/concept/probes.py margins
 
 ``samplers``: the precondition (training-style captions, no negative; ``evaluate.precondition``'s captions and
 seeds) under other samplers and step counts. If many steps of a deterministic sampler do no better than 4 LCM
-steps, the limit is the base's own conditional, not the step count.
+steps, the limit is the base's own conditional, not the step count. ``--cfg K ...``: LCM 4 steps instead, CFG at
+each K with the empty caption as the unconditional (no negative; twice the passes).
 ``blocks``: NASA 1 at 4 steps on the evaluation's 96 pairs (seeds 0-3, the evaluation's: one seed pins
 the extra objects a pair leaves to chance) in all blocks, in the input or the output
 block group only, and on the first step only or the later steps only (NASA Apply's ``blocks`` and window inputs).
@@ -49,13 +50,15 @@ BLOCKS = (("all", {}), ("input blocks only", {"blocks": "input"}), ("output bloc
           ("steps 2-4 only (start_percent 0.2)", {"start_percent": 0.2}))
 
 
-def samplers(patcher, encoder, vae, n: int) -> None:
-    for sampler, scheduler, steps in SAMPLERS:
+def samplers(patcher, encoder, vae, n: int, cfgs=()) -> None:
+    variants = [(s, sch, k, 1.0) for s, sch, k in SAMPLERS] if not cfgs else [("lcm", "simple", 4, c) for c in cfgs]
+    for sampler, scheduler, steps, cfg in variants:
         start = time.time()
-        p = evaluate.precondition({"base": patcher}, encoder, vae, "base", steps, n, sampler=sampler,
+        p = evaluate.precondition({"base": patcher}, encoder, vae, "base", steps, n, cfg=cfg, sampler=sampler,
                                   scheduler=scheduler)
-        print(json.dumps({"sampler": f"{sampler}/{scheduler}/{steps}", "captions": n, "kept": p["kept"],
-                          "valid": p["valid"], "missed": p["missed"], "s": round(time.time() - start)}), flush=True)
+        print(json.dumps({"sampler": f"{sampler}/{scheduler}/{steps}", **({"cfg": cfg, "negative": ""} if cfgs else {}),
+                          "captions": n, "kept": p["kept"], "valid": p["valid"], "missed": p["missed"],
+                          "s": round(time.time() - start)}), flush=True)
 
 
 def blocks(patcher, encoder, vae, seeds) -> None:
@@ -97,6 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--captions", type=int, default=48)
     ap.add_argument("--unet", type=Path, default=concept_model.UNET_FILE)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cfg", type=float, nargs="*", default=(), help="samplers: LCM 4 steps at these CFG scales")
     ap.add_argument("--seeds", default="0-3", help="blocks: noise seeds A-B of every pair")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -105,7 +109,7 @@ def main(argv=None) -> None:
     patcher, encoder = concept_model.load(args.unet)
     vae = concept_model.load_vae()
     if args.probe == "samplers":
-        samplers(patcher, encoder, vae, args.captions)
+        samplers(patcher, encoder, vae, args.captions, args.cfg)
     else:
         blocks(patcher, encoder, vae, evaluate.seed_range(args.seeds))
 
