@@ -1,6 +1,7 @@
 """bench/concept/turbo_probe.py's ODE targets are what ComfyUI's own KSampler draws: its deterministic Euler from
-the same noise (euler / simple, cfg 1 and cfg 2.5 with a second text as the unconditional, full denoise) on a tiny SD1.5 model, at 1 step (the student's own x0) and
-at 4; so the one-step student it trains is regressed onto the sampler a user runs."""
+the same noise (euler / simple, full denoise; cfg 1, and cfg 2.5 with a second text as the unconditional) on a
+tiny SD1.5 model, at 1 step (the student's own x0) and at 4; so the one-step student it trains is regressed onto
+the sampler a user runs. ``one_step_loss`` is the KSampler's one-step error on the pairs it is given."""
 import sys
 from pathlib import Path
 

@@ -135,8 +135,8 @@ def precondition(nets, encoder, vae, name: str, steps: int, n: int = 256, seed: 
     the unconditional (still no negative; a probe, not the precondition's definition)."""
     kept = valid = 0
     named, missed = collections.Counter(), collections.Counter()
+    method, scale = ("none", 0.0) if cfg == 1.0 else ("cfg", cfg)
     for i, caption in enumerate(precondition_captions(n, seed)):
-        method, scale = ("none", 0.0) if cfg == 1.0 else ("cfg", cfg)
         img = generate.images(nets[name], encoder, vae, caption, "", method, scale, steps, [10_000 + i], **options)[0]
         found = scenes.detect(img)
         hits = {a: scenes.has(found, a, v) for a, v in scenes.parse(caption).items()}

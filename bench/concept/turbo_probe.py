@@ -54,8 +54,9 @@ def denoise(base, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -
 
 def guided(base, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, uncond: torch.Tensor | None,
            cfg: float) -> torch.Tensor:
-    """CFG on the x0 estimates, ``u + cfg (c - u)`` as ComfyUI's ``cfg_function``, both halves in one batch."""
-    if uncond is None or cfg == 1.0:
+    """CFG on the x0 estimates, ``u + cfg (c - u)`` as ComfyUI's ``cfg_function``, both halves in one batch; at
+    cfg 1 the conditional alone, one pass (as ComfyUI skips the unconditional)."""
+    if cfg == 1.0:
         return denoise(base, x, sigma, context)
     both = denoise(base, torch.cat([x, x]), torch.cat([sigma, sigma]),
                    torch.cat([context, uncond.expand(len(x), -1, -1)]))
@@ -75,7 +76,7 @@ def euler(base, z: torch.Tensor, context: torch.Tensor, sigmas: torch.Tensor, un
 
 def gen(n: int, seed: int, steps: int, out: Path, cfg: float = 1.0) -> None:
     patcher, encoder = concept_model.load()
-    uncond = encoder([""]) if cfg != 1.0 else None  # the empty caption: "no negative" as the unconditional
+    uncond = encoder([""])  # the empty caption: "no negative" as the unconditional (unused at cfg 1)
     base = patcher.model
     sigmas = comfy.samplers.calculate_sigmas(base.model_sampling, "simple", steps).float()
     g = torch.Generator().manual_seed(seed)
