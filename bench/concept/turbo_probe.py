@@ -14,6 +14,7 @@ sees 16x more pairs in the same time:
     .host/venv/bin/python bench/concept/turbo_probe.py gen N SEED EULER_STEPS PAIRS.pt [--threads 2] [--cfg K]
     .host/venv/bin/python bench/concept/turbo_probe.py score PAIRS.pt    # the targets' own accuracy
     .host/venv/bin/python bench/concept/turbo_probe.py train PAIRS.pt[,MORE.pt] NAME LR STEPS BATCH [--threads 1]
+        [--pixel W]    # W > 0: also regress the TAESD-decoded images (DMD's image-space term, plain MSE)
 
 Writes nothing to weights/: the student goes to $TMPDIR/student_probe/NAME.safetensors.
 """
@@ -101,37 +102,35 @@ def load_pairs(pairs) -> dict:
     return data
 
 
-def one_step_loss(model, encoder, data: dict, idx: torch.Tensor) -> torch.Tensor:
-    """mean || x0(sigma_max z) - target ||^2 over the pairs ``idx``: the one-step x0 of ``model`` (a BaseModel,
-    with whatever patches are active on it) regressed onto the ODE targets."""
+def one_step_x0(model, encoder, data: dict, idx: torch.Tensor) -> torch.Tensor:
+    """The one-step x0 of ``model`` (a BaseModel, with whatever patches are active on it) for the pairs ``idx``."""
     sigma_max = model.model_sampling.sigma_max.float()
-    x0 = denoise(model, data["z"][idx] * torch.sqrt(1 + sigma_max ** 2), sigma_max.expand(len(idx)),
-                 encoder([data["captions"][i] for i in idx.tolist()]))
-    return ((x0 - data["target"][idx]) ** 2).mean()
+    return denoise(model, data["z"][idx] * torch.sqrt(1 + sigma_max ** 2), sigma_max.expand(len(idx)),
+                   encoder([data["captions"][i] for i in idx.tolist()]))
 
 
-def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
-    data = load_pairs(pairs)
-    patcher, encoder = concept_model.load()
-    base = patcher.model
-    layers = {p: m for p, m in base.diffusion_model.named_modules()
-              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
-    reference = {p: m.weight.detach().clone() for p, m in layers.items()}
-    base.diffusion_model.requires_grad_(False)
-    params = [m.weight.requires_grad_(True) for m in layers.values()]
-    base.diffusion_model.train()
+def one_step_loss(model, encoder, data: dict, idx: torch.Tensor) -> torch.Tensor:
+    """mean || x0(sigma_max z) - target ||^2 over the pairs ``idx``: the one-step x0 regressed onto the ODE
+    targets."""
+    return ((one_step_x0(model, encoder, data, idx) - data["target"][idx]) ** 2).mean()
+
+
+def pixels(model, vae, x: torch.Tensor) -> torch.Tensor:
+    """Model-space latents as images in [0, 1] (unclamped), with gradient: ComfyUI's own TAESD module behind the
+    VAE object, the scaling VAEDecode applies (``process_latent_out``, then ``(x + 1) / 2``)."""
+    return vae.first_stage_model.decode(model.process_latent_out(x)).add(1).div(2)
+
+
+def fit(name: str, params: list, loss_on, held_loss, n: int, lr: float, steps: int, batch: int) -> None:
+    """AdamW on ``params`` at a cosine lr (50 warm-up steps), ``batch`` pairs of the first ``n`` a step (seed 0),
+    gradients clipped at 1; every 100 steps the held-out loss (``held_loss``) on the ``HELD_OUT`` pairs after them."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    n = len(data["captions"]) - HELD_OUT
     g = torch.Generator().manual_seed(0)
-
-    def loss_on(idx):
-        return one_step_loss(base, encoder, data, idx)
-
+    held = torch.arange(n, n + HELD_OUT)
     with torch.no_grad():
-        held = torch.arange(n, n + HELD_OUT)
-        log.info("%s: start, held-out loss %.4f", name, loss_on(held))
+        log.info("%s: start, held-out loss %.4f", name, held_loss(held))
     start = time.time()
     for step in range(steps):
         loss = loss_on(torch.randint(n, (batch,), generator=g))
@@ -142,8 +141,38 @@ def train(pairs: Path, name: str, lr: float, steps: int, batch: int) -> None:
         sched.step()
         if (step + 1) % 100 == 0 or step + 1 == steps:
             with torch.no_grad():
-                log.info("%s %d  loss %.4f  held-out %.4f  %.0f s", name, step + 1, loss, loss_on(held),
+                log.info("%s %d  loss %.5f  held-out %.5f  %.0f s", name, step + 1, loss, held_loss(held),
                          time.time() - start)
+
+
+def train(pairs: Path, name: str, lr: float, steps: int, batch: int, pixel: float = 0.0) -> None:
+    """``pixel`` > 0 adds ``pixel * mean || D(x0) - D(target) ||^2`` on the TAESD-decoded images (DMD regresses
+    in image space, with LPIPS; this is its plain-MSE form), the decoder frozen."""
+    data = load_pairs(pairs)
+    patcher, encoder = concept_model.load()
+    base = patcher.model
+    vae = concept_model.load_vae() if pixel else None
+    if vae is not None:
+        vae.first_stage_model.float().requires_grad_(False)
+        with torch.no_grad():
+            data["image"] = torch.cat([pixels(base, vae, data["target"][i:i + 512])
+                                       for i in range(0, len(data["target"]), 512)])
+    layers = {p: m for p, m in base.diffusion_model.named_modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    reference = {p: m.weight.detach().clone() for p, m in layers.items()}
+    base.diffusion_model.requires_grad_(False)
+    params = [m.weight.requires_grad_(True) for m in layers.values()]
+    base.diffusion_model.train()
+    n = len(data["captions"]) - HELD_OUT
+
+    def loss_on(idx):
+        if vae is None:
+            return one_step_loss(base, encoder, data, idx)
+        x0 = one_step_x0(base, encoder, data, idx)
+        image_error = ((pixels(base, vae, x0) - data["image"][idx]) ** 2).mean()
+        return ((x0 - data["target"][idx]) ** 2).mean() + pixel * image_error
+
+    fit(name, params, loss_on, lambda idx: one_step_loss(base, encoder, data, idx), n, lr, steps, batch)
     student_probe.save_student(name, {f"diffusion_model.{p}.diff": m.weight.detach() - reference[p]
                                       for p, m in layers.items()})
 
@@ -169,13 +198,14 @@ def main(argv) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # the host set up logging first
     argv, threads = full_student.pop_option(argv, "--threads", int, 1)
     argv, cfg = full_student.pop_option(argv, "--cfg", float, 1.0)
+    argv, pixel = full_student.pop_option(argv, "--pixel", float, 0.0)
     torch.set_num_threads(threads)
     if argv[0] == "gen":
         gen(int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4]), cfg)
     elif argv[0] == "score":
         score(Path(argv[1]))
     elif argv[0] == "train":
-        train(Path(argv[1]), argv[2], float(argv[3]), int(argv[4]), int(argv[5]))
+        train(Path(argv[1]), argv[2], float(argv[3]), int(argv[4]), int(argv[5]), pixel)
     else:
         raise SystemExit(__doc__)
 
