@@ -80,8 +80,7 @@ def compress(full: Path, pairs: Path, out: Path, rank: int, lr: float, steps: in
     data = turbo_probe.load_pairs(pairs)
     patcher, encoder = concept_model.load()
     base = patcher.model
-    layers = {p: m for p, m in base.diffusion_model.named_modules()
-              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    layers = full_student.weight_layers(base.diffusion_model)
     diffs = comfy.utils.load_torch_file(str(full), safe_load=True)
     if set(diffs) != {f"diffusion_model.{p}.diff" for p in layers}:
         raise SystemExit(f"{full}: its .diff keys are not this UNet's {len(layers)} Conv2d / Linear layers")
@@ -93,14 +92,15 @@ def compress(full: Path, pairs: Path, out: Path, rank: int, lr: float, steps: in
     for p, m in layers.items():
         lowrank[p] = LowRank(diffs[f"diffusion_model.{p}.diff"], rank)
         parametrize.register_parametrization(m, "weight", lowrank[p])
-    params = [t for lr_ in lowrank.values() for t in (lr_.up, lr_.down)]
+    params = [t for low in lowrank.values() for t in (low.up, low.down)]
     n = len(data["captions"]) - turbo_probe.HELD_OUT
-    def mse_to_full(idx):
+
+    def mse_to_full(idx):  # data["target"] is the full student's x0 now
         return turbo_probe.one_step_loss(base, encoder, data, idx)
     turbo_probe.fit(f"rank {rank}", params, mse_to_full, mse_to_full, n, lr, steps, batch)
     sd = {}
-    for p, lr_ in lowrank.items():
-        up, down = lr_.lora()
+    for p, low in lowrank.items():
+        up, down = low.lora()
         sd[f"diffusion_model.{p}.lora_up.weight"] = up.half().contiguous()
         sd[f"diffusion_model.{p}.lora_down.weight"] = down.half().contiguous()
     out.parent.mkdir(parents=True, exist_ok=True)

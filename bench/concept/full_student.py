@@ -64,6 +64,12 @@ def pop_option(argv, flag: str, cast=str, default=None) -> tuple:
     return argv, value
 
 
+def weight_layers(diffusion_model: torch.nn.Module) -> dict:
+    """{path: layer} of every Conv2d and Linear of ``diffusion_model``, in module order: the layers a full
+    student moves (its ``.diff`` keys are ``diffusion_model.<path>.diff``)."""
+    return {p: m for p, m in diffusion_model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+
+
 def make_full(trainer, lr: float, init: str | None = None) -> int:
     """Replace ``trainer``'s student LoRA set by full deltas on every Conv2d / Linear; a new AdamW at ``lr`` for
     them. ``init``: a ``.diff`` file (``state_dict``'s keys, e.g. ``turbo_probe.py``'s one-step student) the
@@ -72,9 +78,7 @@ def make_full(trainer, lr: float, init: str | None = None) -> int:
     sets, clone = trainer.sets, trainer.clone
     dm = clone.get_model_object("diffusion_model")
     deltas = []
-    for path, layer in dm.named_modules():
-        if not isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
-            continue
+    for path, layer in weight_layers(dm).items():
         delta = FullDelta(layer)
         deltas.append(delta)
         if path in sets._adapters:  # a LoRA target: its student adapter becomes the delta, the teacher stays

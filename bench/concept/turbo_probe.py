@@ -157,8 +157,7 @@ def train(pairs: Path, name: str, lr: float, steps: int, batch: int, pixel: floa
         with torch.no_grad():
             data["image"] = torch.cat([pixels(base, vae, data["target"][i:i + 512])
                                        for i in range(0, len(data["target"]), 512)])
-    layers = {p: m for p, m in base.diffusion_model.named_modules()
-              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    layers = full_student.weight_layers(base.diffusion_model)
     reference = {p: m.weight.detach().clone() for p, m in layers.items()}
     base.diffusion_model.requires_grad_(False)
     params = [m.weight.requires_grad_(True) for m in layers.values()]
